@@ -1,0 +1,96 @@
+import { resolve } from "node:path";
+import { parseToken } from "./tokens/token.js";
+
+/** Typed, validated service configuration. */
+export interface Config {
+  port: number;
+  host: string | undefined;
+  /** When set, the admin service is served only on this port. */
+  adminPort: number | undefined;
+  adminHost: string;
+  /** Postgres connection string; undefined selects embedded PGlite. */
+  databaseUrl: string | undefined;
+  databasePoolSize: number;
+  /** PGlite data directory, or "memory://" for a throwaway database. */
+  dataDir: string;
+  tokenPrefix: string;
+  /** Server secret mixed into token hashes (HMAC-SHA256) when set. */
+  tokenPepper: string | undefined;
+  bootstrapToken: string | undefined;
+  cacheMaxEntries: number;
+  /** Longest time a cached verdict is trusted without an invalidation. */
+  cacheMaxAgeMs: number;
+  /** cache_ttl that VerifyToken tells callers. */
+  verdictTtlMs: number;
+  shutdownGraceMs: number;
+  logLevel: string;
+}
+
+/** A configuration error, reported as one line before the process exits. */
+export class ConfigError extends Error {}
+
+type Env = Record<string, string | undefined>;
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(`${name} must be a whole number, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+function optionalPort(env: Env, name: string): number | undefined {
+  return env[name] === undefined || env[name] === "" ? undefined : integer(env, name, 0, 0, 65535);
+}
+
+/** Reads and validates the configuration from environment variables. */
+export function readConfig(env: Env = process.env): Config {
+  const tokenPrefix = env.APIKEYS_TOKEN_PREFIX || "ak";
+  if (!/^[a-z][a-z0-9]{0,15}$/.test(tokenPrefix)) {
+    throw new ConfigError(`APIKEYS_TOKEN_PREFIX must match [a-z][a-z0-9]{0,15}, got "${tokenPrefix}"`);
+  }
+  const bootstrapToken = env.APIKEYS_BOOTSTRAP_TOKEN || undefined;
+  if (bootstrapToken !== undefined && parseToken(bootstrapToken, tokenPrefix) === undefined) {
+    throw new ConfigError(
+      `APIKEYS_BOOTSTRAP_TOKEN is not a well-formed "${tokenPrefix}_" token; generate one with "npm run token"`,
+    );
+  }
+  const databaseUrl = env.DATABASE_URL || undefined;
+  if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    throw new ConfigError(`DATABASE_URL must start with postgres:// or postgresql://`);
+  }
+  const logLevel = env.LOG_LEVEL || "info";
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}, got "${logLevel}"`);
+  }
+  const pepper = env.APIKEYS_TOKEN_PEPPER || undefined;
+  if (pepper !== undefined && pepper.length < 32) {
+    throw new ConfigError("APIKEYS_TOKEN_PEPPER must be at least 32 characters");
+  }
+  const port = integer(env, "PORT", 5000, 0, 65535);
+  const adminPort = optionalPort(env, "ADMIN_PORT");
+  if (adminPort !== undefined && adminPort !== 0 && adminPort === port) {
+    throw new ConfigError("ADMIN_PORT must differ from PORT");
+  }
+  const dataDir = env.APIKEYS_DATA_DIR || "./data";
+  return {
+    port,
+    host: env.HOST || undefined,
+    adminPort,
+    adminHost: env.ADMIN_HOST || "127.0.0.1",
+    databaseUrl,
+    databasePoolSize: integer(env, "DATABASE_POOL_SIZE", 10, 1, 1000),
+    dataDir: dataDir.startsWith("memory://") ? dataDir : resolve(dataDir),
+    tokenPrefix,
+    tokenPepper: pepper,
+    bootstrapToken,
+    cacheMaxEntries: integer(env, "APIKEYS_CACHE_MAX_ENTRIES", 100_000, 0, 100_000_000),
+    cacheMaxAgeMs: integer(env, "APIKEYS_CACHE_MAX_AGE_SECONDS", 300, 0, 86_400) * 1000,
+    verdictTtlMs: integer(env, "APIKEYS_VERDICT_TTL_SECONDS", 10, 0, 3600) * 1000,
+    shutdownGraceMs: integer(env, "APIKEYS_SHUTDOWN_GRACE_SECONDS", 10, 0, 600) * 1000,
+    logLevel,
+  };
+}

@@ -1,0 +1,14 @@
+import type { Kysely } from "kysely";
+import type { Logger } from "pino";
+import type { Config } from "./config.js";
+import type { Database } from "./db/schema.js";
+import type { Verifier } from "./verify/verifier.js";
+
+/** What every handler may use. */
+export interface AppContext {
+  config: Config;
+  db: Kysely<Database>;
+  databaseKind: "postgres" | "pglite";
+  logger: Logger;
+  verifier: Verifier;
+}

@@ -1,0 +1,73 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+
+/** Names the constraint behind each unique violation, for a clear message. */
+const UNIQUE_MESSAGES: Record<string, string> = {
+  policies_name_key: "a policy with this name already exists",
+  api_keys_name_key: "an API key with this name already exists",
+};
+
+interface PgError {
+  code?: string;
+  constraint?: string;
+  message?: string;
+}
+
+const CONNECTION_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "57P01", "57P02", "57P03", "08000", "08003", "08006", "08001", "08004"]);
+
+/**
+ * Maps any error thrown below a handler to a ConnectError: database errors by
+ * SQLSTATE, ConnectErrors unchanged, everything else `internal` with no detail.
+ */
+export function toConnectError(err: unknown): ConnectError {
+  if (err instanceof ConnectError) return err;
+  const pgErr = err as PgError;
+  switch (pgErr?.code) {
+    case "23505":
+      return new ConnectError(UNIQUE_MESSAGES[pgErr.constraint ?? ""] ?? "already exists", Code.AlreadyExists);
+    case "23503":
+      return new ConnectError("a referenced record no longer exists", Code.FailedPrecondition);
+    case "40001":
+    case "40P01":
+      return new ConnectError("concurrent update, retry", Code.Aborted);
+    case "22001":
+    case "22021":
+    case "22P02":
+      return new ConnectError("invalid value", Code.InvalidArgument);
+  }
+  if (pgErr?.code && CONNECTION_ERRORS.has(pgErr.code)) {
+    return new ConnectError("database unavailable", Code.Unavailable);
+  }
+  const message = (err as Error)?.message ?? "";
+  if (/timeout|Connection terminated|connect ECONNREFUSED/i.test(message)) {
+    return new ConnectError("database unavailable", Code.Unavailable);
+  }
+  return new ConnectError("internal error", Code.Internal, undefined, undefined, err);
+}
+
+/** Shorthand for an invalid_argument error. */
+export function invalidArgument(message: string): ConnectError {
+  return new ConnectError(message, Code.InvalidArgument);
+}
+
+/** Shorthand for a not_found error. */
+export function notFound(message: string): ConnectError {
+  return new ConnectError(message, Code.NotFound);
+}
+
+const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Checks that an id field holds a UUID, naming the field otherwise. */
+export function requireUuid(field: string, value: string): string {
+  if (value === "") throw invalidArgument(`${field} is required`);
+  if (!UUID_PATTERN.test(value)) throw invalidArgument(`${field} must be a UUID, got "${value.slice(0, 64)}"`);
+  return value.toLowerCase();
+}
+
+/** Checks a display name: 1 to 200 characters, no control characters, not blank. */
+export function requireName(field: string, value: string): string {
+  if (value.trim() === "") throw invalidArgument(`${field} is required`);
+  if ([...value].length > 200) throw invalidArgument(`${field} must be at most 200 characters`);
+  if (/[\u0000-\u001f\u007f]/.test(value)) throw invalidArgument(`${field} must not contain control characters`);
+  if (value !== value.trim()) throw invalidArgument(`${field} must not start or end with spaces`);
+  return value;
+}

@@ -1,0 +1,63 @@
+import { create } from "@bufbuild/protobuf";
+import type { Kysely } from "kysely";
+import type { Database, PermissionRow } from "../db/schema.js";
+import { invalidArgument, toConnectError } from "../errors.js";
+import { type Permission, PermissionSchema } from "../gen/apikeys/v1/resources_pb.js";
+import { isValidPart } from "./permission-name.js";
+import * as repo from "./permission.repository.js";
+
+/** The namespace of the service's own permissions; only the server registers it. */
+export const OWN_SERVICE = "apikeys";
+
+const MAX_DESCRIPTION = 1000;
+const MAX_PERMISSIONS = 1000;
+
+/** Maps a permission row to its message. */
+export function toPermissionMessage(row: PermissionRow): Permission {
+  return create(PermissionSchema, {
+    name: row.name,
+    service: row.service,
+    description: row.description,
+    deprecated: row.deprecated,
+  });
+}
+
+/**
+ * Declares `service`'s permissions: upserts the given ones and deprecates the
+ * ones it no longer sends. Returns the service's permissions afterwards.
+ */
+export async function registerPermissions(
+  db: Kysely<Database>,
+  service: string,
+  declared: ReadonlyArray<{ name: string; description: string }>,
+): Promise<PermissionRow[]> {
+  if (!isValidPart(service)) {
+    throw invalidArgument(`service must match [a-z][a-z0-9_.-]* (at most 100 characters), got "${service.slice(0, 100)}"`);
+  }
+  if (declared.length > MAX_PERMISSIONS) throw invalidArgument(`at most ${MAX_PERMISSIONS} permissions per service`);
+  const seen = new Set<string>();
+  const permissions = declared.map((p) => {
+    const short = p.name.startsWith(`${service}:`) ? p.name.slice(service.length + 1) : p.name;
+    if (!isValidPart(short)) {
+      throw invalidArgument(
+        `permission "${p.name.slice(0, 210)}" must be a short name matching [a-z][a-z0-9_.-]* or "${service}:<name>"`,
+      );
+    }
+    const canonical = `${service}:${short}`;
+    if (seen.has(canonical)) throw invalidArgument(`permission "${canonical}" is declared twice`);
+    seen.add(canonical);
+    if (p.description.length > MAX_DESCRIPTION) {
+      throw invalidArgument(`description of "${canonical}" must be at most ${MAX_DESCRIPTION} characters`);
+    }
+    return { name: canonical, description: p.description };
+  });
+  try {
+    return await db.transaction().execute(async (tx) => {
+      await repo.upsertPermissions(tx, service, permissions);
+      await repo.deprecateOtherPermissions(tx, service, [...seen]);
+      return repo.listServicePermissions(tx, service);
+    });
+  } catch (err) {
+    throw toConnectError(err);
+  }
+}

@@ -1,0 +1,135 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { Kysely } from "kysely";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Database } from "../db/schema.js";
+import { invalidArgument, notFound, requireName, requireUuid, toConnectError } from "../errors.js";
+import type {
+  AdminCreateApiKeyPolicyRequest,
+  AdminUpdateApiKeyPolicyRequest,
+} from "../gen/apikeys/v1/admin_pb.js";
+import { type ApiKeyPolicy, ApiKeyPolicySchema } from "../gen/apikeys/v1/resources_pb.js";
+import { notifyInvalidation } from "../invalidation/invalidation.js";
+import { requirePermissionNames } from "../permissions/permission-name.js";
+import { findUnknownPermissions } from "../permissions/permission.repository.js";
+import { deleteKeysOfPolicy } from "../keys/key.repository.js";
+import { resolveUpdateMask } from "../update-mask.js";
+import * as repo from "./policy.repository.js";
+
+const MAX_DESCRIPTION = 2000;
+const MAX_PERMISSIONS = 1000;
+
+/** Maps a policy (row or cached record) to its message. */
+export function toPolicyMessage(p: {
+  id: string;
+  name: string;
+  description: string;
+  permissions: string[];
+  created_on?: Date;
+  updated_on?: Date;
+  created_by?: string | null;
+  createdOn?: Date;
+  updatedOn?: Date;
+  createdBy?: string | null;
+}): ApiKeyPolicy {
+  const createdOn = p.created_on ?? p.createdOn;
+  const updatedOn = p.updated_on ?? p.updatedOn;
+  return create(ApiKeyPolicySchema, {
+    id: p.id,
+    name: p.name,
+    description: p.description,
+    permissions: p.permissions,
+    createdOn: createdOn && timestampFromDate(createdOn),
+    updatedOn: updatedOn && timestampFromDate(updatedOn),
+    createdBy: (p.created_by ?? p.createdBy) ?? "",
+  });
+}
+
+function requireDescription(description: string): string {
+  if (description.length > MAX_DESCRIPTION) throw invalidArgument(`description must be at most ${MAX_DESCRIPTION} characters`);
+  return description;
+}
+
+async function requireDeclared(db: Kysely<Database>, field: string, names: readonly string[]): Promise<string[]> {
+  const permissions = requirePermissionNames(field, names);
+  if (permissions.length > MAX_PERMISSIONS) throw invalidArgument(`${field}: at most ${MAX_PERMISSIONS} permissions`);
+  const unknown = await findUnknownPermissions(db, permissions);
+  if (unknown.length > 0) {
+    throw invalidArgument(
+      `${field}: unknown permission${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")} (no service declared ${unknown.length > 1 ? "them" : "it"})`,
+    );
+  }
+  return permissions;
+}
+
+async function run<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    throw toConnectError(err);
+  }
+}
+
+export function listPolicies(db: Kysely<Database>): Promise<ApiKeyPolicy[]> {
+  return run(async () => (await repo.listPolicies(db)).map(toPolicyMessage));
+}
+
+/** Creates a policy from declared permissions. */
+export function createPolicy(
+  db: Kysely<Database>,
+  req: Pick<AdminCreateApiKeyPolicyRequest, "name" | "description" | "permissions">,
+  createdBy: string | null,
+): Promise<ApiKeyPolicy> {
+  const name = requireName("name", req.name);
+  const description = requireDescription(req.description);
+  return run(async () => {
+    const permissions = await requireDeclared(db, "permissions", req.permissions);
+    return db.transaction().execute(async (tx) => {
+      const id = await repo.insertPolicy(tx, { name, description, created_by: createdBy });
+      await repo.setPolicyPermissions(tx, id, permissions);
+      const policy = await repo.findPolicy(tx, id);
+      return toPolicyMessage(policy!);
+    });
+  });
+}
+
+/** Updates a policy; every key that uses it sees the change at once. */
+export function updatePolicy(db: Kysely<Database>, req: AdminUpdateApiKeyPolicyRequest): Promise<ApiKeyPolicy> {
+  const id = requireUuid("id", req.id);
+  const present = [
+    ...(req.name !== undefined ? (["name"] as const) : []),
+    ...(req.description !== undefined ? (["description"] as const) : []),
+    ...(req.permissions.length > 0 ? (["permissions"] as const) : []),
+  ];
+  const fields = resolveUpdateMask(req.updateMask, ["name", "description", "permissions"] as const, present);
+  const name = fields.has("name") ? requireName("name", req.name ?? "") : undefined;
+  const description = fields.has("description") ? requireDescription(req.description ?? "") : undefined;
+  return run(async () => {
+    const permissions = fields.has("permissions") ? await requireDeclared(db, "permissions", req.permissions) : undefined;
+    return db.transaction().execute(async (tx) => {
+      if ((await repo.lockPolicy(tx, id, "update")) === undefined) throw notFound(`policy ${id} not found`);
+      await repo.updatePolicy(tx, id, { ...(name !== undefined && { name }), ...(description !== undefined && { description }) });
+      if (permissions !== undefined) await repo.setPolicyPermissions(tx, id, permissions);
+      await notifyInvalidation(tx, { kind: "policy", id });
+      return toPolicyMessage((await repo.findPolicy(tx, id))!);
+    });
+  });
+}
+
+/** Deletes a policy and every key that uses it, in one transaction. */
+export function deletePolicy(
+  db: Kysely<Database>,
+  rawId: string,
+): Promise<{ policy: ApiKeyPolicy; keysDeleted: number }> {
+  const id = requireUuid("id", rawId);
+  return run(() =>
+    db.transaction().execute(async (tx) => {
+      if ((await repo.lockPolicy(tx, id, "update")) === undefined) throw notFound(`policy ${id} not found`);
+      const policy = (await repo.findPolicy(tx, id))!;
+      const keyIds = await deleteKeysOfPolicy(tx, id);
+      if (!(await repo.deletePolicy(tx, id))) throw new ConnectError("policy vanished during delete", Code.Aborted);
+      await notifyInvalidation(tx, { kind: "policy", id });
+      return { policy: toPolicyMessage(policy), keysDeleted: keyIds.length };
+    }),
+  );
+}

@@ -1,0 +1,127 @@
+import type { ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Logger } from "pino";
+import { authInterceptor } from "./auth/auth-interceptor.js";
+import { bootstrap } from "./bootstrap.js";
+import type { Config } from "./config.js";
+import type { AppContext } from "./context.js";
+import { INVALIDATION_CHANNEL, type DatabaseHandle, openDatabase } from "./db/database.js";
+import { migrateToLatest } from "./db/migrator.js";
+import { ApiKeysAdminService } from "./gen/apikeys/v1/admin_pb.js";
+import { ApiKeysService } from "./gen/apikeys/v1/api_keys_pb.js";
+import { parseInvalidation } from "./invalidation/invalidation.js";
+import { type Listener, listen } from "./listener.js";
+import { checkAuthOptions, declaredPermissions } from "./permissions/declarations.js";
+import { OWN_SERVICE, registerPermissions } from "./permissions/permission.service.js";
+import { requestLogInterceptor } from "./request-log-interceptor.js";
+import { adminService } from "./routes/admin-service.js";
+import { apiKeysService } from "./routes/api-keys-service.js";
+import { Verifier } from "./verify/verifier.js";
+
+/** The services this server implements, in the order they are registered. */
+export const SERVICES = [ApiKeysService, ApiKeysAdminService] as const;
+
+/** Max request body: generous for admin payloads, far below what could hurt. */
+const READ_MAX_BYTES = 1024 * 1024;
+
+/** A running apikeys server. */
+export interface Server {
+  ctx: AppContext;
+  /** Port of the data plane (and the admin plane unless separate). */
+  port: number;
+  /** Port of the admin plane when ADMIN_PORT is set. */
+  adminPort: number | undefined;
+  /** The bootstrap token, when this start created a bootstrap key. */
+  bootstrapToken: string | undefined;
+  stop(): Promise<void>;
+}
+
+/** Opens the database, migrates, registers own permissions, bootstraps and listens. */
+export async function startServer(config: Config, logger: Logger): Promise<Server> {
+  const problems = checkAuthOptions([...SERVICES]);
+  if (problems.length > 0) throw new Error(`invalid auth options: ${problems.join("; ")}`);
+
+  const database: DatabaseHandle = await openDatabase({
+    databaseUrl: config.databaseUrl,
+    dataDir: config.dataDir,
+    poolSize: config.databasePoolSize,
+    logger,
+  });
+  let verifier: Verifier | undefined;
+  const listeners: Listener[] = [];
+  try {
+    const applied = await migrateToLatest(database.db);
+    if (applied.length > 0) logger.info({ migrations: applied }, "database migrated");
+
+    const own = declaredPermissions([...SERVICES]).get(OWN_SERVICE) ?? [];
+    await registerPermissions(database.db, OWN_SERVICE, own);
+
+    const tokens = { prefix: config.tokenPrefix, pepper: config.tokenPepper };
+    const boot = await bootstrap(database.db, tokens, config.bootstrapToken);
+    if (boot?.generated) {
+      // Printed once, on the start that creates it; never logged again.
+      process.stdout.write(
+        `bootstrap admin key created; its token (shown once, create real admin keys then delete it): ${boot.token}\n`,
+      );
+    } else if (boot) {
+      logger.info("bootstrap admin key created from APIKEYS_BOOTSTRAP_TOKEN");
+    }
+
+    const v = new Verifier(
+      database.db,
+      { tokens, cacheMaxEntries: config.cacheMaxEntries, cacheMaxAgeMs: config.cacheMaxAgeMs },
+      logger,
+    );
+    verifier = v;
+    await database.listen(
+      INVALIDATION_CHANNEL,
+      (payload) => {
+        const event = parseInvalidation(payload);
+        if (event) v.invalidate(event);
+      },
+      (listening) => {
+        v.setListening(listening);
+        logger.info({ listening }, "invalidation listener state");
+      },
+    );
+
+    const ctx: AppContext = { config, db: database.db, databaseKind: database.kind, logger, verifier: v };
+    const interceptors = [requestLogInterceptor(logger), authInterceptor(v)];
+    const handler = (routes: (router: ConnectRouter) => void) =>
+      connectNodeAdapter({ routes, interceptors, readMaxBytes: READ_MAX_BYTES });
+    const data = (router: ConnectRouter) => router.service(ApiKeysService, apiKeysService(ctx));
+    const admin = (router: ConnectRouter) => router.service(ApiKeysAdminService, adminService(ctx));
+
+    if (config.adminPort === undefined) {
+      listeners.push(await listen(handler((r) => (data(r), admin(r))), config.port, config.host));
+    } else {
+      listeners.push(await listen(handler(data), config.port, config.host));
+      listeners.push(await listen(handler(admin), config.adminPort, config.adminHost));
+    }
+    logger.info(
+      { port: listeners[0]!.port, admin_port: listeners[1]?.port, database: database.kind },
+      "apikeys listening",
+    );
+
+    let stopping: Promise<void> | undefined;
+    return {
+      ctx,
+      port: listeners[0]!.port,
+      adminPort: listeners[1]?.port,
+      bootstrapToken: boot?.token,
+      stop() {
+        stopping ??= (async () => {
+          await Promise.all(listeners.map((l) => l.close(config.shutdownGraceMs)));
+          await v.close();
+          await database.close();
+        })();
+        return stopping;
+      },
+    };
+  } catch (err) {
+    await Promise.all(listeners.map((l) => l.close(0)));
+    await verifier?.close();
+    await database.close();
+    throw err;
+  }
+}

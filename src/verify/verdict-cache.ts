@@ -1,0 +1,137 @@
+/** What a verification needs to know about a key, as read from the database. */
+export interface KeyRecord {
+  id: string;
+  name: string;
+  enabled: boolean;
+  start: string;
+  createdOn: Date;
+  updatedOn: Date;
+  lastUsedOn: Date | null;
+  createdBy: string | null;
+  policy: {
+    id: string;
+    name: string;
+    description: string;
+    createdOn: Date;
+    updatedOn: Date;
+    createdBy: string | null;
+    /** Sorted canonical names. */
+    permissions: string[];
+  };
+}
+
+interface Entry {
+  record: KeyRecord;
+  permissionSet: ReadonlySet<string>;
+  expiresAt: number;
+}
+
+/** A cached key plus its permissions as a set, ready to check requirements against. */
+export interface CachedKey {
+  record: KeyRecord;
+  permissionSet: ReadonlySet<string>;
+}
+
+/**
+ * Bounded LRU of verdict inputs keyed by token hash, with indexes by key and
+ * policy id so an invalidation evicts exactly the affected entries.
+ */
+export class VerdictCache {
+  private readonly entries = new Map<string, Entry>();
+  private readonly byKey = new Map<string, Set<string>>();
+  private readonly byPolicy = new Map<string, Set<string>>();
+  /** Bumped by every invalidation, so a read that raced one is not cached. */
+  private generation = 0;
+  hits = 0;
+  misses = 0;
+  evictions = 0;
+
+  constructor(
+    private readonly maxEntries: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** The current generation; pass it back to `set` to detect a racing invalidation. */
+  currentGeneration(): number {
+    return this.generation;
+  }
+
+  get(hash: string): CachedKey | undefined {
+    const entry = this.entries.get(hash);
+    if (entry === undefined) {
+      this.misses++;
+      return undefined;
+    }
+    if (entry.expiresAt <= this.now()) {
+      this.delete(hash);
+      this.misses++;
+      return undefined;
+    }
+    // Re-insert to mark as most recently used.
+    this.entries.delete(hash);
+    this.entries.set(hash, entry);
+    this.hits++;
+    return entry;
+  }
+
+  /** Caches a record read at `generation`, unless an invalidation happened since. */
+  set(hash: string, record: KeyRecord, ttlMs: number, generation: number): CachedKey {
+    const entry: Entry = { record, permissionSet: new Set(record.policy.permissions), expiresAt: this.now() + ttlMs };
+    if (generation !== this.generation || this.maxEntries === 0 || ttlMs <= 0) return entry;
+    this.delete(hash);
+    this.entries.set(hash, entry);
+    index(this.byKey, record.id, hash);
+    index(this.byPolicy, record.policy.id, hash);
+    while (this.entries.size > this.maxEntries) {
+      const oldest = this.entries.keys().next().value as string;
+      this.delete(oldest);
+      this.evictions++;
+    }
+    return entry;
+  }
+
+  /** Evicts every entry of a key. */
+  invalidateKey(id: string): void {
+    this.generation++;
+    for (const hash of [...(this.byKey.get(id) ?? [])]) this.delete(hash);
+  }
+
+  /** Evicts every entry whose key uses a policy. */
+  invalidatePolicy(id: string): void {
+    this.generation++;
+    for (const hash of [...(this.byPolicy.get(id) ?? [])]) this.delete(hash);
+  }
+
+  /** Evicts everything (e.g. after missed invalidations). */
+  clear(): void {
+    this.generation++;
+    this.entries.clear();
+    this.byKey.clear();
+    this.byPolicy.clear();
+  }
+
+  private delete(hash: string): void {
+    const entry = this.entries.get(hash);
+    if (entry === undefined) return;
+    this.entries.delete(hash);
+    unindex(this.byKey, entry.record.id, hash);
+    unindex(this.byPolicy, entry.record.policy.id, hash);
+  }
+}
+
+function index(map: Map<string, Set<string>>, id: string, hash: string): void {
+  let set = map.get(id);
+  if (set === undefined) map.set(id, (set = new Set()));
+  set.add(hash);
+}
+
+function unindex(map: Map<string, Set<string>>, id: string, hash: string): void {
+  const set = map.get(id);
+  if (set === undefined) return;
+  set.delete(hash);
+  if (set.size === 0) map.delete(id);
+}
