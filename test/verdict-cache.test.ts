@@ -1,0 +1,68 @@
+import { describe, expect, it } from "vitest";
+import { type KeyRecord, VerdictCache } from "../src/verify/verdict-cache.js";
+
+function record(id: string, policyId = "p1"): KeyRecord {
+  const now = new Date();
+  return {
+    id,
+    name: id,
+    enabled: true,
+    start: "ak_abcd",
+    createdOn: now,
+    updatedOn: now,
+    lastUsedOn: null,
+    createdBy: null,
+    policy: { id: policyId, name: policyId, description: "", createdOn: now, updatedOn: now, createdBy: null, permissions: ["svc:read"] },
+  };
+}
+
+describe("VerdictCache", () => {
+  it("evicts the least recently used entry past its cap", () => {
+    const cache = new VerdictCache(2);
+    cache.set("a", record("a"), 60_000, cache.currentGeneration());
+    cache.set("b", record("b"), 60_000, cache.currentGeneration());
+    cache.get("a");
+    cache.set("c", record("c"), 60_000, cache.currentGeneration());
+    expect(cache.size).toBe(2);
+    expect(cache.get("b")).toBeUndefined();
+    expect(cache.get("a")?.record.id).toBe("a");
+    expect(cache.evictions).toBe(1);
+  });
+
+  it("evicts by key id and by policy id", () => {
+    const cache = new VerdictCache(10);
+    cache.set("a", record("k1", "p1"), 60_000, cache.currentGeneration());
+    cache.set("b", record("k2", "p1"), 60_000, cache.currentGeneration());
+    cache.set("c", record("k3", "p2"), 60_000, cache.currentGeneration());
+    cache.invalidateKey("k3");
+    expect(cache.get("c")).toBeUndefined();
+    expect(cache.size).toBe(2);
+    cache.invalidatePolicy("p1");
+    expect(cache.size).toBe(0);
+  });
+
+  it("does not cache a read that raced an invalidation", () => {
+    const cache = new VerdictCache(10);
+    const generation = cache.currentGeneration();
+    cache.invalidatePolicy("p1");
+    const entry = cache.set("a", record("k1"), 60_000, generation);
+    expect(entry.permissionSet.has("svc:read")).toBe(true);
+    expect(cache.get("a")).toBeUndefined();
+  });
+
+  it("expires entries after their ttl", () => {
+    let now = 1000;
+    const cache = new VerdictCache(10, () => now);
+    cache.set("a", record("k1"), 500, cache.currentGeneration());
+    expect(cache.get("a")).toBeDefined();
+    now = 1500;
+    expect(cache.get("a")).toBeUndefined();
+    expect(cache.size).toBe(0);
+  });
+
+  it("caches nothing with a zero cap", () => {
+    const cache = new VerdictCache(0);
+    cache.set("a", record("k1"), 60_000, cache.currentGeneration());
+    expect(cache.size).toBe(0);
+  });
+});
