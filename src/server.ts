@@ -1,5 +1,5 @@
 import type { ConnectRouter } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { type ConnectNodeAdapterOptions, connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { authInterceptor } from "./auth/auth-interceptor.js";
 import { bootstrap } from "./bootstrap.js";
@@ -23,6 +23,28 @@ export const SERVICES = [ApiKeysService, ApiKeysAdminService] as const;
 
 /** Max request body: generous for admin payloads, far below what could hurt. */
 const READ_MAX_BYTES = 1024 * 1024;
+
+/**
+ * A plain-HTTP handler for what is not an RPC (REST, static files, probes):
+ * resolves true when it answered the request, false to pass it on.
+ */
+export type HttpHandler = (req: NodeRequest, res: NodeResponse) => boolean | Promise<boolean>;
+type NodeHandler = NonNullable<ConnectNodeAdapterOptions["fallback"]>;
+type NodeRequest = Parameters<NodeHandler>[0];
+type NodeResponse = Parameters<NodeHandler>[1];
+
+function httpFallback(handlers: readonly HttpHandler[]) {
+  return (req: NodeRequest, res: NodeResponse) => {
+    void (async () => {
+      for (const h of handlers) if (await h(req, res)) return;
+      res.writeHead(404, { "content-type": "application/json" });
+      res.end(JSON.stringify({ code: 5, message: `no route for ${req.method} ${req.url?.split("?")[0]}`, details: [] }));
+    })().catch(() => {
+      if (!res.headersSent) res.writeHead(500, { "content-type": "application/json" });
+      res.end(JSON.stringify({ code: 13, message: "internal error", details: [] }));
+    });
+  };
+}
 
 /** A running apikeys server. */
 export interface Server {
@@ -87,8 +109,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
 
     const ctx: AppContext = { config, db: database.db, databaseKind: database.kind, logger, verifier: v };
     const interceptors = [requestLogInterceptor(logger), authInterceptor(v)];
+    // Plain-HTTP handlers tried in order for requests that are not RPCs.
+    const httpHandlers: HttpHandler[] = [];
     const handler = (routes: (router: ConnectRouter) => void) =>
-      connectNodeAdapter({ routes, interceptors, readMaxBytes: READ_MAX_BYTES });
+      connectNodeAdapter({ routes, interceptors, readMaxBytes: READ_MAX_BYTES, fallback: httpFallback(httpHandlers) });
     const data = (router: ConnectRouter) => router.service(ApiKeysService, apiKeysService(ctx));
     const admin = (router: ConnectRouter) => router.service(ApiKeysAdminService, adminService(ctx));
 
