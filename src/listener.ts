@@ -15,7 +15,20 @@ export interface Listener {
 
 /** Serves `handler` on one port, routing each connection by its first bytes. */
 export async function listen(handler: Handler, port: number, host: string | undefined): Promise<Listener> {
-  const h1 = http.createServer(handler as http.RequestListener);
+  let closing = false;
+  // In-flight requests per HTTP/1.1 socket, so closing can end idle keep-alive sockets at once.
+  const inFlight = new Map<net.Socket, number>();
+  const h1 = http.createServer((req, res) => {
+    const socket = req.socket;
+    inFlight.set(socket, (inFlight.get(socket) ?? 0) + 1);
+    if (closing) res.setHeader("connection", "close");
+    res.once("close", () => {
+      const left = (inFlight.get(socket) ?? 1) - 1;
+      inFlight.set(socket, left);
+      if (closing && left === 0) socket.destroySoon();
+    });
+    (handler as http.RequestListener)(req, res);
+  });
   h1.keepAliveTimeout = 65_000;
   const h2 = http2.createServer({}, handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
   const sockets = new Set<net.Socket>();
@@ -38,6 +51,8 @@ export async function listen(handler: Handler, port: number, host: string | unde
         // The http2 session reads what is buffered on the socket itself (on next tick).
         h2.emit("connection", socket);
       } else {
+        inFlight.set(socket, 0);
+        socket.once("close", () => inFlight.delete(socket));
         h1.emit("connection", socket);
         socket.resume();
       }
@@ -56,18 +71,16 @@ export async function listen(handler: Handler, port: number, host: string | unde
   return {
     port: address.port,
     async close(graceMs) {
+      closing = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      h1.closeIdleConnections();
+      for (const [socket, count] of inFlight) if (count === 0) socket.destroySoon();
       for (const session of sessions) session.close();
       const deadline = setTimeout(() => {
         for (const session of sessions) session.destroy();
         for (const socket of sockets) socket.destroy();
       }, graceMs);
       deadline.unref();
-      // http1 connections close once their in-flight request ends.
-      const drain = setInterval(() => h1.closeIdleConnections(), 50);
       await closed;
-      clearInterval(drain);
       clearTimeout(deadline);
     },
   };
