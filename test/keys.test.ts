@@ -40,7 +40,7 @@ describe.each(PROTOCOLS)("keys over %s", (protocol) => {
     const created = await admin().adminCreateApiKey({ name: `hashed-${protocol}`, policyId });
     const db = t.server.ctx.db;
     const row = await db.selectFrom("api_keys").selectAll().where("id", "=", created.apiKey!.id).executeTakeFirstOrThrow();
-    expect(Buffer.from(row.token_hash).equals(hashToken(created.token, undefined))).toBe(true);
+    expect(Buffer.from(row.token_hash!).equals(hashToken(created.token, undefined))).toBe(true);
     const secret = created.token.slice(7);
     const dump = await sql<{ t: string }>`select string_agg(t::text, ' ') as t from api_keys t`.execute(db);
     expect(dump.rows[0]!.t).not.toContain(secret);

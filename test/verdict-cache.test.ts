@@ -12,6 +12,14 @@ function record(id: string, policyId = "p1"): KeyRecord {
     updatedOn: now,
     lastUsedOn: null,
     createdBy: null,
+    description: "",
+    metadata: {},
+    expiresOn: null,
+    allowedCidrs: ["0.0.0.0/0", "::/0"],
+    environment: {},
+    rateLimit: null,
+    credentialType: "token",
+    consumer: null,
     policy: { id: policyId, name: policyId, description: "", createdOn: now, updatedOn: now, createdBy: null, permissions: ["svc:read"] },
   };
 }

@@ -8,6 +8,7 @@ function selectKeyRecords(db: Db) {
   return db
     .selectFrom("api_keys as k")
     .innerJoin("policies as p", "p.id", "k.policy_id")
+    .leftJoin("consumers as c", "c.id", "k.consumer_id")
     .select([
       "k.id",
       "k.name",
@@ -17,6 +18,16 @@ function selectKeyRecords(db: Db) {
       "k.updated_on",
       "k.last_used_on",
       "k.created_by",
+      "k.description",
+      "k.metadata",
+      "k.expires_on",
+      "k.allowed_cidrs",
+      "k.environment",
+      "k.rate_limit_requests",
+      "k.rate_limit_period_ms",
+      "k.credential_type",
+      "c.id as consumer_id",
+      "c.username as consumer_username",
       "p.id as policy_id",
       "p.name as policy_name",
       "p.description as policy_description",
@@ -41,6 +52,17 @@ function toKeyRecord(row: KeyRecordRow): KeyRecord {
     updatedOn: row.updated_on,
     lastUsedOn: row.last_used_on,
     createdBy: row.created_by,
+    description: row.description,
+    metadata: row.metadata,
+    expiresOn: row.expires_on,
+    allowedCidrs: row.allowed_cidrs,
+    environment: row.environment,
+    rateLimit:
+      row.rate_limit_requests !== null && row.rate_limit_period_ms !== null
+        ? { requests: row.rate_limit_requests, periodMs: row.rate_limit_period_ms }
+        : null,
+    credentialType: row.credential_type,
+    consumer: row.consumer_id !== null && row.consumer_username !== null ? { id: row.consumer_id, username: row.consumer_username } : null,
     policy: {
       id: row.policy_id,
       name: row.policy_name,
@@ -82,10 +104,11 @@ export async function findKeyRecordById(db: Db, id: string): Promise<KeyRecord |
 /** A page of keys ordered by (created_on, id), starting after `after`. */
 export async function listKeyRecords(
   db: Db,
-  options: { limit: number; policyId?: string; after?: { createdOn: Date; id: string } },
+  options: { limit: number; policyId?: string; consumerId?: string; after?: { createdOn: Date; id: string } },
 ): Promise<KeyRecord[]> {
   let query = selectKeyRecords(db).orderBy("k.created_on").orderBy("k.id").limit(options.limit);
   if (options.policyId !== undefined) query = query.where("k.policy_id", "=", options.policyId);
+  if (options.consumerId !== undefined) query = query.where("k.consumer_id", "=", options.consumerId);
   const after = options.after;
   if (after !== undefined) {
     query = query.where((eb) =>
@@ -96,6 +119,22 @@ export async function listKeyRecords(
     );
   }
   return (await query.execute()).map(toKeyRecord);
+}
+
+/** Locks the key a token identifies (current, or previous within its grace) and returns its id. */
+export async function lockKeyByTokenHash(tx: Transaction<Database>, hash: Uint8Array): Promise<string | undefined> {
+  const row = await tx
+    .selectFrom("api_keys")
+    .select("id")
+    .where((eb) =>
+      eb.or([
+        eb("token_hash", "=", hash),
+        eb.and([eb("previous_token_hash", "=", hash), eb("previous_token_expires_on", ">", sql<Date>`now()`)]),
+      ]),
+    )
+    .forUpdate()
+    .executeTakeFirst();
+  return row?.id;
 }
 
 /** Locks a key row for update within a transaction. */
@@ -112,14 +151,42 @@ export async function updateKey(db: Db, id: string, changes: ApiKeyUpdate): Prom
   await db.updateTable("api_keys").set({ ...changes, updated_on: sql<Date>`now()` }).where("id", "=", id).execute();
 }
 
+/**
+ * Remembers which id each deleted key's name had, so a key created later under
+ * that name gets the id back. Every key deletion must go through here.
+ */
+export async function recordDeletedKeys(db: Db, keys: ReadonlyArray<{ id: string; name: string }>): Promise<void> {
+  if (keys.length === 0) return;
+  await db
+    .insertInto("deleted_api_keys")
+    .values(keys.map((k) => ({ name: k.name, id: k.id })))
+    .onConflict((oc) => oc.column("name").doUpdateSet((eb) => ({ id: eb.ref("excluded.id"), deleted_on: sql<Date>`now()` })))
+    .execute();
+}
+
+/** Takes (and forgets) the id a deleted key of this name had, locking the record; undefined if none. */
+export async function takeDeletedKeyId(tx: Transaction<Database>, name: string): Promise<string | undefined> {
+  const row = await tx.deleteFrom("deleted_api_keys").where("name", "=", name).returning("id").executeTakeFirst();
+  return row?.id;
+}
+
 export async function deleteKey(db: Db, id: string): Promise<boolean> {
-  const result = await db.deleteFrom("api_keys").where("id", "=", id).executeTakeFirst();
-  return result.numDeletedRows > 0n;
+  const rows = await db.deleteFrom("api_keys").where("id", "=", id).returning(["id", "name"]).execute();
+  await recordDeletedKeys(db, rows);
+  return rows.length > 0;
+}
+
+/** Deletes every key of a consumer; returns their ids. */
+export async function deleteKeysOfConsumer(db: Db, consumerId: string): Promise<string[]> {
+  const rows = await db.deleteFrom("api_keys").where("consumer_id", "=", consumerId).returning(["id", "name"]).execute();
+  await recordDeletedKeys(db, rows);
+  return rows.map((r) => r.id);
 }
 
 /** Deletes every key of a policy; returns their ids. */
 export async function deleteKeysOfPolicy(db: Db, policyId: string): Promise<string[]> {
-  const rows = await db.deleteFrom("api_keys").where("policy_id", "=", policyId).returning("id").execute();
+  const rows = await db.deleteFrom("api_keys").where("policy_id", "=", policyId).returning(["id", "name"]).execute();
+  await recordDeletedKeys(db, rows);
   return rows.map((r) => r.id);
 }
 

@@ -1,27 +1,50 @@
-import { create } from "@bufbuild/protobuf";
-import { type Duration, timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { Kysely } from "kysely";
-import type { Database } from "../db/schema.js";
+import { create, type JsonObject } from "@bufbuild/protobuf";
+import { type Duration, type Timestamp, durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { Kysely, Transaction } from "kysely";
+import type { ApiKeyUpdate, Database } from "../db/schema.js";
 import { invalidArgument, notFound, requireName, requireUuid, toConnectError } from "../errors.js";
 import type { AdminUpdateApiKeyRequest } from "../gen/apikeys/v1/admin_pb.js";
-import { type ApiKey, ApiKeySchema } from "../gen/apikeys/v1/resources_pb.js";
+import { type ApiKey, ApiKeySchema, type CidrList, CredentialType, type RateLimit } from "../gen/apikeys/v1/resources_pb.js";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { requireConsumerRef, requireGrantedPolicy } from "../consumers/consumer.service.js";
+import { findConsumer } from "../consumers/consumer.repository.js";
+import { type SecretBox, generateSigningSecret } from "../jwt/secret-box.js";
+import { insertSigningSecret } from "../jwt/signing-secret.repository.js";
 import { notifyInvalidation } from "../invalidation/invalidation.js";
 import { toPolicyMessage } from "../policies/policy.service.js";
 import { lockPolicy } from "../policies/policy.repository.js";
-import { generateToken, hashToken, tokenStart } from "../tokens/token.js";
+import { generateToken, hashToken, parseToken, tokenStart } from "../tokens/token.js";
 import { resolveUpdateMask } from "../update-mask.js";
 import type { KeyRecord } from "../verify/verdict-cache.js";
+import {
+  requireCidrs,
+  requireDescription,
+  requireEnvironment,
+  requireExpiry,
+  requireMetadata,
+  requireRateLimit,
+} from "./key-options.js";
 import * as repo from "./key.repository.js";
 
 /** How token hashes are made; from config. */
 export interface TokenSettings {
   prefix: string;
   pepper: string | undefined;
+  /** Encrypts signing keys' secrets; unset when the server has no APIKEYS_SECRET_KEY. */
+  secrets?: SecretBox;
 }
 
 const MAX_PAGE_SIZE = 1000;
 const DEFAULT_PAGE_SIZE = 100;
 const MAX_GRACE_SECONDS = 30 * 24 * 3600;
+const MAX_LEAKED_TOKEN = 1024;
+const MAX_SOURCE_URL = 2048;
+
+/**
+ * Runs inside a key write's transaction, after the change and before commit,
+ * with the id of the key written (e.g. to record an audit event atomically).
+ */
+export type KeyWriteHook = (tx: Transaction<Database>, keyId: string) => Promise<void>;
 
 /** Maps a key record to its message (never with a token). */
 export function toApiKeyMessage(record: KeyRecord): ApiKey {
@@ -35,6 +58,17 @@ export function toApiKeyMessage(record: KeyRecord): ApiKey {
     updatedOn: timestampFromDate(record.updatedOn),
     lastUsedOn: record.lastUsedOn ? timestampFromDate(record.lastUsedOn) : undefined,
     createdBy: record.createdBy ?? "",
+    description: record.description,
+    metadata: record.metadata,
+    expiresOn: record.expiresOn ? timestampFromDate(record.expiresOn) : undefined,
+    allowedCidrs: record.allowedCidrs,
+    environment: record.environment,
+    rateLimit: record.rateLimit
+      ? { requests: record.rateLimit.requests, period: durationFromMs(record.rateLimit.periodMs) }
+      : undefined,
+    consumerId: record.consumer?.id ?? "",
+    consumerUsername: record.consumer?.username ?? "",
+    credentialType: record.credentialType === "signing" ? CredentialType.SIGNING : CredentialType.TOKEN,
   });
 }
 
@@ -52,29 +86,86 @@ async function mustFind(db: Kysely<Database>, id: string): Promise<KeyRecord> {
   return record;
 }
 
-/** Creates a key bound to an existing policy; returns it with its token (shown once). */
+/** What a new key is made from; AdminCreateApiKeyRequest fits it. */
+export interface CreateKeyInput {
+  name: string;
+  policyId: string;
+  /** A token to use instead of a generated one (the bootstrap key's). */
+  token?: string;
+  description?: string;
+  metadata?: { [key: string]: string };
+  expiresOn?: Timestamp;
+  /** Unset: any origin. */
+  allowedCidrs?: CidrList;
+  environment?: JsonObject;
+  rateLimit?: RateLimit;
+  /** Id or username of the consumer holding the key; the policy must be granted to it. */
+  consumer?: string;
+  credentialType?: CredentialType;
+}
+
+function rateLimitColumns(limit: { requests: number; periodMs: number } | null) {
+  return { rate_limit_requests: limit?.requests ?? null, rate_limit_period_ms: limit?.periodMs ?? null };
+}
+
+/**
+ * Creates a key bound to an existing policy; returns it with its token (shown
+ * once). Under the name of a deleted key, it gets that key's id back.
+ */
 export function createKey(
   db: Kysely<Database>,
   tokens: TokenSettings,
-  req: { name: string; policyId: string; token?: string },
+  req: CreateKeyInput,
   createdBy: string | null,
-): Promise<{ apiKey: ApiKey; token: string }> {
+  hook?: KeyWriteHook,
+): Promise<{ apiKey: ApiKey; token: string; secret: string }> {
   const name = requireName("name", req.name);
   const policyId = requireUuid("policy_id", req.policyId);
-  const token = req.token ?? generateToken(tokens.prefix);
+  const description = requireDescription(req.description ?? "");
+  const metadata = requireMetadata(req.metadata ?? {});
+  const expiresOn = requireExpiry(req.expiresOn);
+  const allowedCidrs = requireCidrs(req.allowedCidrs);
+  const environment = requireEnvironment(req.environment);
+  const rateLimit = requireRateLimit(req.rateLimit);
+  const consumerRef = req.consumer ? requireConsumerRef("consumer", req.consumer) : undefined;
+  const credentialType = req.credentialType ?? CredentialType.UNSPECIFIED;
+  if (!(credentialType in CredentialType)) throw invalidArgument(`credential_type ${credentialType} is not known`);
+  const signing = credentialType === CredentialType.SIGNING;
+  const secrets = tokens.secrets;
+  if (signing && secrets === undefined) {
+    throw new ConnectError("signing keys need APIKEYS_SECRET_KEY in the server's configuration", Code.FailedPrecondition);
+  }
+  const token = signing ? "" : (req.token ?? generateToken(tokens.prefix));
+  const secret = signing ? generateSigningSecret() : "";
   return run(async () => {
     const id = await db.transaction().execute(async (tx) => {
       // A shared lock keeps the policy from being deleted until this key is committed.
       if ((await lockPolicy(tx, policyId, "share")) === undefined) throw notFound(`policy ${policyId} not found`);
-      return repo.insertKey(tx, {
+      const consumerId = consumerRef === undefined ? null : await requireGrantedPolicy(tx, consumerRef, policyId);
+      const previousId = await repo.takeDeletedKeyId(tx, name);
+      const id = await repo.insertKey(tx, {
+        ...(previousId !== undefined && { id: previousId }),
         name,
         policy_id: policyId,
-        token_hash: hashToken(token, tokens.pepper),
-        start: tokenStart(token),
+        token_hash: signing ? null : hashToken(token, tokens.pepper),
+        start: signing ? "" : tokenStart(token),
+        credential_type: signing ? "signing" : "token",
+        consumer_id: consumerId,
         created_by: createdBy,
+        description,
+        metadata: JSON.stringify(metadata),
+        expires_on: expiresOn,
+        allowed_cidrs: allowedCidrs,
+        environment: JSON.stringify(environment),
+        ...rateLimitColumns(rateLimit),
       });
+      // A reused id may still have verdicts cached somewhere from its previous life.
+      if (previousId !== undefined) await notifyInvalidation(tx, { kind: "key", id });
+      if (signing) await insertSigningSecret(tx, id, secrets!.seal(secret, id));
+      await hook?.(tx, id);
+      return id;
     });
-    return { apiKey: toApiKeyMessage(await mustFind(db, id)), token };
+    return { apiKey: toApiKeyMessage(await mustFind(db, id)), token, secret };
   });
 }
 
@@ -98,10 +189,10 @@ function decodePageToken(token: string): { createdOn: Date; id: string } {
   }
 }
 
-/** Lists keys oldest first, paged, optionally for one policy. */
+/** Lists keys oldest first, paged, optionally for one policy or consumer. */
 export function listKeys(
   db: Kysely<Database>,
-  req: { pageSize: number; pageToken: string; policyId: string },
+  req: { pageSize: number; pageToken: string; policyId: string; consumer?: string },
 ): Promise<{ apiKeys: ApiKey[]; nextPageToken: string }> {
   if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) {
     throw invalidArgument(`page_size must be between 0 and ${MAX_PAGE_SIZE}`);
@@ -109,8 +200,14 @@ export function listKeys(
   const limit = req.pageSize || DEFAULT_PAGE_SIZE;
   const policyId = req.policyId === "" ? undefined : requireUuid("policy_id", req.policyId);
   const after = req.pageToken === "" ? undefined : decodePageToken(req.pageToken);
+  const consumerRef = req.consumer ? requireConsumerRef("consumer", req.consumer) : undefined;
   return run(async () => {
-    const records = await repo.listKeyRecords(db, { limit: limit + 1, policyId, after });
+    let consumerId: string | undefined;
+    if (consumerRef !== undefined) {
+      consumerId = (await findConsumer(db, consumerRef))?.id;
+      if (consumerId === undefined) throw notFound(`consumer ${consumerRef} not found`);
+    }
+    const records = await repo.listKeyRecords(db, { limit: limit + 1, policyId, consumerId, after });
     const page = records.slice(0, limit);
     const last = page[page.length - 1];
     return {
@@ -120,30 +217,76 @@ export function listKeys(
   });
 }
 
-/** Renames a key, moves it to another policy, or enables/disables it. */
-export function updateKey(db: Kysely<Database>, req: AdminUpdateApiKeyRequest): Promise<ApiKey> {
+const UPDATABLE = [
+  "name",
+  "policy_id",
+  "enabled",
+  "description",
+  "metadata",
+  "expires_on",
+  "allowed_cidrs",
+  "environment",
+  "rate_limit",
+  "consumer",
+] as const;
+
+function presentFields(req: AdminUpdateApiKeyRequest): (typeof UPDATABLE)[number][] {
+  const set = {
+    name: req.name !== undefined,
+    policy_id: req.policyId !== undefined,
+    enabled: req.enabled !== undefined,
+    description: req.description !== undefined,
+    metadata: Object.keys(req.metadata).length > 0,
+    expires_on: req.expiresOn !== undefined,
+    allowed_cidrs: req.allowedCidrs !== undefined,
+    environment: req.environment !== undefined,
+    rate_limit: req.rateLimit !== undefined,
+    consumer: req.consumer !== undefined,
+  };
+  return UPDATABLE.filter((field) => set[field]);
+}
+
+/** Changes the fields of a key named by the update mask (or set in the request); the token stays. */
+export function updateKey(db: Kysely<Database>, req: AdminUpdateApiKeyRequest, hook?: KeyWriteHook): Promise<ApiKey> {
   const id = requireUuid("id", req.id);
-  const present = [
-    ...(req.name !== undefined ? (["name"] as const) : []),
-    ...(req.policyId !== undefined ? (["policy_id"] as const) : []),
-    ...(req.enabled !== undefined ? (["enabled"] as const) : []),
-  ];
-  const fields = resolveUpdateMask(req.updateMask, ["name", "policy_id", "enabled"] as const, present);
-  const name = fields.has("name") ? requireName("name", req.name ?? "") : undefined;
+  const fields = resolveUpdateMask(req.updateMask, UPDATABLE, presentFields(req));
+  const changes: ApiKeyUpdate = {};
+  if (fields.has("name")) changes.name = requireName("name", req.name ?? "");
+  if (fields.has("enabled")) changes.enabled = req.enabled ?? false;
+  if (fields.has("description")) changes.description = requireDescription(req.description ?? "");
+  if (fields.has("metadata")) changes.metadata = JSON.stringify(requireMetadata(req.metadata));
+  if (fields.has("expires_on")) changes.expires_on = requireExpiry(req.expiresOn);
+  if (fields.has("allowed_cidrs")) {
+    // Unset here would be ambiguous (any origin or none?), so it must be explicit.
+    if (req.allowedCidrs === undefined) {
+      throw invalidArgument("allowed_cidrs is in update_mask but not set: send a list (an empty one admits no origin)");
+    }
+    changes.allowed_cidrs = requireCidrs(req.allowedCidrs);
+  }
+  if (fields.has("environment")) changes.environment = JSON.stringify(requireEnvironment(req.environment));
+  if (fields.has("rate_limit")) Object.assign(changes, rateLimitColumns(requireRateLimit(req.rateLimit)));
   const policyId = fields.has("policy_id") ? requireUuid("policy_id", req.policyId ?? "") : undefined;
-  const enabled = fields.has("enabled") ? (req.enabled ?? false) : undefined;
+  if (policyId !== undefined) changes.policy_id = policyId;
+  const consumer = fields.has("consumer") ? req.consumer || "" : undefined;
+  if (consumer) requireConsumerRef("consumer", consumer);
   return run(async () => {
     await db.transaction().execute(async (tx) => {
-      if ((await repo.lockKey(tx, id)) === undefined) throw notFound(`API key ${id} not found`);
+      const key = await repo.lockKey(tx, id);
+      if (key === undefined) throw notFound(`API key ${id} not found`);
       if (policyId !== undefined && (await lockPolicy(tx, policyId, "share")) === undefined) {
         throw notFound(`policy ${policyId} not found`);
       }
-      await repo.updateKey(tx, id, {
-        ...(name !== undefined && { name }),
-        ...(policyId !== undefined && { policy_id: policyId }),
-        ...(enabled !== undefined && { enabled }),
-      });
+      // A consumer's key may only use a policy granted to that consumer: check when either changes.
+      const consumerRef = consumer ?? key.consumer_id;
+      if (consumerRef && (policyId !== undefined || consumer !== undefined)) {
+        const consumerId = await requireGrantedPolicy(tx, consumerRef, policyId ?? key.policy_id);
+        if (consumer !== undefined) changes.consumer_id = consumerId;
+      } else if (consumer === "") {
+        changes.consumer_id = null;
+      }
+      await repo.updateKey(tx, id, changes);
       await notifyInvalidation(tx, { kind: "key", id });
+      await hook?.(tx, id);
     });
     return toApiKeyMessage(await mustFind(db, id));
   });
@@ -155,6 +298,7 @@ export function rotateKey(
   tokens: TokenSettings,
   rawId: string,
   gracePeriod: Duration | undefined,
+  hook?: KeyWriteHook,
 ): Promise<{ apiKey: ApiKey; token: string }> {
   const id = requireUuid("id", rawId);
   const graceMs = gracePeriod ? Number(gracePeriod.seconds) * 1000 + Math.floor(gracePeriod.nanos / 1e6) : 0;
@@ -166,6 +310,12 @@ export function rotateKey(
     await db.transaction().execute(async (tx) => {
       const key = await repo.lockKey(tx, id);
       if (key === undefined) throw notFound(`API key ${id} not found`);
+      if (key.credential_type === "signing") {
+        throw new ConnectError(
+          "a signing key has no token to rotate: create a new signing key, move its holder to it, then delete this one",
+          Code.FailedPrecondition,
+        );
+      }
       await repo.updateKey(tx, id, {
         token_hash: hashToken(token, tokens.pepper),
         start: tokenStart(token),
@@ -173,13 +323,14 @@ export function rotateKey(
         previous_token_expires_on: graceMs > 0 ? new Date(Date.now() + graceMs) : null,
       });
       await notifyInvalidation(tx, { kind: "key", id });
+      await hook?.(tx, id);
     });
     return { apiKey: toApiKeyMessage(await mustFind(db, id)), token };
   });
 }
 
-/** Deletes a key for good; returns it as it was. */
-export function deleteKey(db: Kysely<Database>, rawId: string): Promise<ApiKey> {
+/** Deletes a key for good (its name remembers its id); returns it as it was. */
+export function deleteKey(db: Kysely<Database>, rawId: string, hook?: KeyWriteHook): Promise<ApiKey> {
   const id = requireUuid("id", rawId);
   return run(() =>
     db.transaction().execute(async (tx) => {
@@ -187,7 +338,53 @@ export function deleteKey(db: Kysely<Database>, rawId: string): Promise<ApiKey> 
       const before = toApiKeyMessage((await repo.findKeyRecordById(tx, id))!);
       await repo.deleteKey(tx, id);
       await notifyInvalidation(tx, { kind: "key", id });
+      await hook?.(tx, id);
       return before;
+    }),
+  );
+}
+
+function requireSourceUrl(value: string): string {
+  if (value === "") return value;
+  let url: URL | undefined;
+  try {
+    url = new URL(value);
+  } catch {
+    url = undefined;
+  }
+  if (value.length > MAX_SOURCE_URL || url === undefined || (url.protocol !== "http:" && url.protocol !== "https:")) {
+    throw invalidArgument(`source_url must be an http or https URL of at most ${MAX_SOURCE_URL} characters`);
+  }
+  return value;
+}
+
+/**
+ * Handles a leaked-token report: a token of ours (prefix and checksum) that
+ * still identifies a key disables that key at once. The answer says only
+ * whether the token was recognised and found, never which key (`keyId` is for
+ * the caller's cache, not for the reporter); `hook` runs in the same
+ * transaction, only when a key was disabled.
+ */
+export function reportLeakedToken(
+  db: Kysely<Database>,
+  tokens: TokenSettings,
+  req: { token: string; sourceUrl: string },
+  hook?: KeyWriteHook,
+): Promise<{ recognized: boolean; found: boolean; keyId?: string }> {
+  const token = req.token.trim();
+  if (token === "") throw invalidArgument("token is required");
+  if (token.length > MAX_LEAKED_TOKEN) throw invalidArgument(`token must be at most ${MAX_LEAKED_TOKEN} characters`);
+  requireSourceUrl(req.sourceUrl);
+  if (parseToken(token, tokens.prefix) === undefined) return Promise.resolve({ recognized: false, found: false });
+  const hash = hashToken(token, tokens.pepper);
+  return run(() =>
+    db.transaction().execute(async (tx) => {
+      const id = await repo.lockKeyByTokenHash(tx, hash);
+      if (id === undefined) return { recognized: true, found: false };
+      await repo.updateKey(tx, id, { enabled: false });
+      await notifyInvalidation(tx, { kind: "key", id });
+      await hook?.(tx, id);
+      return { recognized: true, found: true, keyId: id };
     }),
   );
 }

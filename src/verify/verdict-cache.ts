@@ -1,3 +1,7 @@
+import { OriginFilter } from "./cidr.js";
+import type { CredentialTypeName } from "../db/schema.js";
+import type { RateLimit } from "./rate-limiter.js";
+
 /** What a verification needs to know about a key, as read from the database. */
 export interface KeyRecord {
   id: string;
@@ -8,6 +12,16 @@ export interface KeyRecord {
   updatedOn: Date;
   lastUsedOn: Date | null;
   createdBy: string | null;
+  description: string;
+  metadata: Record<string, string>;
+  expiresOn: Date | null;
+  allowedCidrs: string[];
+  environment: Record<string, string | number | boolean>;
+  rateLimit: RateLimit | null;
+  /** "signing" keys authenticate with HS256 JWTs instead of a bearer token. */
+  credentialType: CredentialTypeName;
+  /** The consumer holding the key, if any. */
+  consumer: { id: string; username: string } | null;
   policy: {
     id: string;
     name: string;
@@ -20,16 +34,15 @@ export interface KeyRecord {
   };
 }
 
-interface Entry {
-  record: KeyRecord;
-  permissionSet: ReadonlySet<string>;
+interface Entry extends CachedKey {
   expiresAt: number;
 }
 
-/** A cached key plus its permissions as a set, ready to check requirements against. */
+/** A cached key plus its permissions and CIDRs compiled, ready to check a request against. */
 export interface CachedKey {
   record: KeyRecord;
   permissionSet: ReadonlySet<string>;
+  origins: OriginFilter;
 }
 
 /**
@@ -78,10 +91,19 @@ export class VerdictCache {
     return entry;
   }
 
-  /** Caches a record read at `generation`, unless an invalidation happened since. */
-  set(hash: string, record: KeyRecord, ttlMs: number, generation: number): CachedKey {
-    const entry: Entry = { record, permissionSet: new Set(record.policy.permissions), expiresAt: this.now() + ttlMs };
-    if (generation !== this.generation || this.maxEntries === 0 || ttlMs <= 0) return entry;
+  /**
+   * Caches a record read at `generation`, unless an invalidation happened since,
+   * for `ttlMs` but never past `notAfter` (epoch ms), e.g. a rotation grace end.
+   */
+  set(hash: string, record: KeyRecord, ttlMs: number, generation: number, notAfter = Infinity): CachedKey {
+    const expiresAt = Math.min(this.now() + ttlMs, notAfter);
+    const entry: Entry = {
+      record,
+      permissionSet: new Set(record.policy.permissions),
+      origins: new OriginFilter(record.allowedCidrs),
+      expiresAt,
+    };
+    if (generation !== this.generation || this.maxEntries === 0 || ttlMs <= 0 || expiresAt <= this.now()) return entry;
     this.delete(hash);
     this.entries.set(hash, entry);
     index(this.byKey, record.id, hash);

@@ -7,6 +7,9 @@ import type { Invalidation } from "../invalidation/invalidation.js";
 import { findKeyRecordByTokenHash, touchKeys } from "../keys/key.repository.js";
 import type { TokenSettings } from "../keys/key.service.js";
 import { hashToken, parseToken } from "../tokens/token.js";
+import { FailureThrottle } from "../auth/failure-throttle.js";
+import { type SigningSettings, SignedCredentialVerifier, looksLikeJwt } from "../jwt/signed-credential-verifier.js";
+import { RateLimiter } from "./rate-limiter.js";
 import { type CachedKey, type KeyRecord, VerdictCache } from "./verdict-cache.js";
 
 /** The outcome of checking a token against a requirement. */
@@ -21,8 +24,17 @@ export interface VerifierOptions {
   tokens: TokenSettings;
   cacheMaxEntries: number;
   cacheMaxAgeMs: number;
-  /** How often batched last-used times are written. */
+  /** How often batched last-used times are written (and idle rate-limit buckets forgotten). */
   lastUsedFlushMs?: number;
+  /** Most rate-limit buckets held at once (default 100,000). */
+  rateLimitMaxKeys?: number;
+  /** Failed authentications allowed per client address per window (0 or unset: unlimited). */
+  authFailureLimit?: number;
+  authFailureWindowMs?: number;
+  /** How long cached keys keep answering once the invalidation listener is lost (0 or unset: not at all). */
+  outageStalenessMs?: number;
+  /** How JWTs of signing keys are checked; unset: JWTs are never accepted. */
+  signing?: SigningSettings;
 }
 
 /**
@@ -31,11 +43,17 @@ export interface VerifierOptions {
  */
 export class Verifier {
   readonly cache: VerdictCache;
+  readonly rateLimiter: RateLimiter;
+  /** Failed authentications per client address, shared by the auth check and VerifyToken. */
+  readonly failures: FailureThrottle;
   /** Number of database lookups made; malformed tokens never add to it. */
   dbLookups = 0;
   private listening = false;
+  /** While the listener is down: when the cache stops being trusted (epoch ms). */
+  private staleUntil: number | undefined;
   private readonly lastUsed = new Map<string, Date>();
   private readonly flushTimer: NodeJS.Timeout;
+  private readonly signed: SignedCredentialVerifier | undefined;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -43,8 +61,17 @@ export class Verifier {
     private readonly logger: Logger,
   ) {
     this.cache = new VerdictCache(options.cacheMaxEntries);
-    this.flushTimer = setInterval(() => void this.flushLastUsed(), options.lastUsedFlushMs ?? 5_000);
+    this.rateLimiter = new RateLimiter(options.rateLimitMaxKeys ?? 100_000);
+    this.failures = new FailureThrottle({ limit: options.authFailureLimit ?? 0, windowMs: options.authFailureWindowMs ?? 60_000 });
+    this.flushTimer = setInterval(() => {
+      this.rateLimiter.sweep();
+      this.failures.sweep();
+      void this.flushLastUsed();
+    }, options.lastUsedFlushMs ?? 5_000);
     this.flushTimer.unref();
+    this.signed =
+      options.signing &&
+      new SignedCredentialVerifier(db, options.signing, this.cache, () => (this.listening ? options.cacheMaxAgeMs : 0), logger);
   }
 
   /** Applies an invalidation event from any instance. */
@@ -55,11 +82,20 @@ export class Verifier {
 
   /**
    * Follows the invalidation listener: while it is down events may be missed, so
-   * nothing is cached; when it is back, everything cached before is dropped.
+   * nothing new is cached and what is cached answers for at most
+   * `outageStalenessMs` (a database outage need not stop verification at once);
+   * when it is back, everything cached before is dropped.
    */
   setListening(listening: boolean): void {
     this.listening = listening;
-    this.cache.clear();
+    const staleness = this.options.outageStalenessMs ?? 0;
+    if (listening || staleness === 0) {
+      this.staleUntil = undefined;
+      this.cache.clear();
+    } else {
+      // Reconnect attempts report "down" again and again; the window starts at the first.
+      this.staleUntil ??= Date.now() + staleness;
+    }
   }
 
   get isListening(): boolean {
@@ -71,6 +107,7 @@ export class Verifier {
     if (parseToken(token, this.options.tokens.prefix) === undefined) return undefined;
     const hash = hashToken(token, this.options.tokens.pepper);
     const cacheKey = hash.toString("base64");
+    if (this.staleUntil !== undefined && this.staleUntil <= Date.now() && this.cache.size > 0) this.cache.clear();
     const cached = this.cache.get(cacheKey);
     if (cached !== undefined) return cached;
     const generation = this.cache.currentGeneration();
@@ -82,23 +119,38 @@ export class Verifier {
       throw toConnectError(err);
     }
     if (found === undefined) return undefined;
-    let ttl = this.listening ? this.options.cacheMaxAgeMs : 0;
-    if (found.graceEndsOn !== null) ttl = Math.min(ttl, found.graceEndsOn.getTime() - Date.now());
-    return this.cache.set(cacheKey, found.record, ttl, generation);
+    // A previous token's grace ends by this clock too, whatever the database's says.
+    const graceEnd = found.graceEndsOn?.getTime() ?? Infinity;
+    if (graceEnd <= Date.now()) return undefined;
+    const ttl = this.listening ? this.options.cacheMaxAgeMs : 0;
+    return this.cache.set(cacheKey, found.record, ttl, generation, graceEnd);
   }
 
-  /** Checks a token and a permission requirement; a refusal is a verdict, not an error. */
-  async verify(token: string, allOf: readonly string[], anyOf: readonly string[]): Promise<Verdict> {
-    const found = await this.lookup(token);
+  /**
+   * Checks a token for a request from `clientIp` ("" when unknown) needing a
+   * permission requirement; a refusal is a verdict, not an error. Checks run
+   * in this order: found, enabled, not expired, address allowed, within the
+   * rate limit (every attempt that gets this far counts), permissions.
+   */
+  async verify(token: string, allOf: readonly string[], anyOf: readonly string[], clientIp = ""): Promise<Verdict> {
+    // A signing key's holder presents an HS256 JWT; its key then faces the same checks as any other.
+    const found = this.signed !== undefined && looksLikeJwt(token) ? await this.signed.resolve(token) : await this.lookup(token);
     if (found === undefined) return { code: VerifyCode.NOT_FOUND, missing: [] };
+    if (typeof found === "number") return { code: found, missing: [] };
     const key = found.record;
     if (!key.enabled) return { code: VerifyCode.DISABLED, key, missing: [] };
+    const now = Date.now();
+    if (key.expiresOn !== null && key.expiresOn.getTime() <= now) return { code: VerifyCode.EXPIRED, key, missing: [] };
+    if (!found.origins.allows(clientIp)) return { code: VerifyCode.IP_NOT_ALLOWED, key, missing: [] };
+    if (key.rateLimit !== null && !this.rateLimiter.take(key.id, key.rateLimit)) {
+      return { code: VerifyCode.RATE_LIMITED, key, missing: [] };
+    }
     const missing = allOf.filter((p) => !found.permissionSet.has(p));
     if (anyOf.length > 0 && !anyOf.some((p) => found.permissionSet.has(p))) {
       missing.push(...anyOf.filter((p) => !missing.includes(p)));
     }
     if (missing.length > 0) return { code: VerifyCode.INSUFFICIENT_PERMISSIONS, key, missing };
-    this.lastUsed.set(key.id, new Date());
+    this.lastUsed.set(key.id, new Date(now));
     return { code: VerifyCode.VALID, key, missing };
   }
 
