@@ -1,0 +1,234 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Kysely, Transaction } from "kysely";
+import type { Database } from "../db/schema.js";
+import { invalidArgument, isUuid, notFound, requireUuid, toConnectError } from "../errors.js";
+import { type Consumer, ConsumerSchema } from "../gen/apikeys/v1/consumers_pb.js";
+import type { ApiKey } from "../gen/apikeys/v1/resources_pb.js";
+import { notifyInvalidation } from "../invalidation/invalidation.js";
+import { deleteKeysOfConsumer, listKeyRecords } from "../keys/key.repository.js";
+import { toApiKeyMessage } from "../keys/key.service.js";
+import { findPolicy, lockPolicy } from "../policies/policy.repository.js";
+import { toPolicyMessage } from "../policies/policy.service.js";
+import * as repo from "./consumer.repository.js";
+
+const MAX_USERNAME = 200;
+const MAX_PAGE_SIZE = 1000;
+const DEFAULT_PAGE_SIZE = 100;
+const MAX_POLICIES_PER_CALL = 100;
+// Keys fetched per query when listing all keys of a consumer.
+const KEYS_BATCH = 1000;
+
+/**
+ * Runs inside a consumer write's transaction before commit, with the ids it
+ * wrote (the consumer's first), e.g. to record an audit event atomically.
+ */
+export type ConsumerWriteHook = (tx: Transaction<Database>, ids: string[]) => Promise<void>;
+
+/** Checks a new username: not empty, no whitespace or control characters, not UUID-shaped. */
+export function requireUsername(value: string): string {
+  if (value === "") throw invalidArgument("username is required");
+  if (/[\s\u0000-\u001f\u007f]/.test(value)) throw invalidArgument("username must not contain whitespace or control characters");
+  if ([...value].length > MAX_USERNAME) throw invalidArgument(`username must be at most ${MAX_USERNAME} characters`);
+  // A UUID-shaped username would be ambiguous wherever a consumer is named by id or username.
+  if (isUuid(value)) throw invalidArgument("username must not be shaped like a UUID");
+  return value;
+}
+
+/** Checks a reference to an existing consumer: its id or its username. */
+export function requireConsumerRef(field: string, value: string): string {
+  if (value === "") throw invalidArgument(`${field} is required (id or username)`);
+  if ([...value].length > MAX_USERNAME) throw invalidArgument(`${field} must be at most ${MAX_USERNAME} characters`);
+  return value;
+}
+
+function requirePolicyIds(values: readonly string[]): string[] {
+  if (values.length === 0) throw invalidArgument("policy_ids must name at least one policy");
+  if (values.length > MAX_POLICIES_PER_CALL) throw invalidArgument(`policy_ids: at most ${MAX_POLICIES_PER_CALL} per call`);
+  return [...new Set(values.map((v) => requireUuid("policy_ids", v)))];
+}
+
+async function run<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    throw toConnectError(err);
+  }
+}
+
+async function toConsumerMessages(db: Kysely<Database> | Transaction<Database>, rows: repo.ConsumerRow[]): Promise<Consumer[]> {
+  const grants = await repo.grantedPolicyIds(
+    db,
+    rows.map((r) => r.id),
+  );
+  const policies = new Map<string, Awaited<ReturnType<typeof findPolicy>>>();
+  for (const id of new Set([...grants.values()].flat())) policies.set(id, await findPolicy(db, id));
+  return rows.map((row) =>
+    create(ConsumerSchema, {
+      id: row.id,
+      username: row.username,
+      grantedPolicies: (grants.get(row.id) ?? []).flatMap((id) => {
+        const policy = policies.get(id);
+        return policy ? [toPolicyMessage(policy)] : [];
+      }),
+      createdOn: timestampFromDate(row.created_on),
+      createdBy: row.created_by ?? "",
+    }),
+  );
+}
+
+async function mustFind(db: Kysely<Database> | Transaction<Database>, ref: string): Promise<repo.ConsumerRow> {
+  const row = await repo.findConsumer(db, ref);
+  if (row === undefined) throw notFound(`consumer ${ref} not found`);
+  return row;
+}
+
+/** Creates a consumer; its username can never change. */
+export function createConsumer(
+  db: Kysely<Database>,
+  rawUsername: string,
+  createdBy: string | null,
+  hook?: ConsumerWriteHook,
+): Promise<Consumer> {
+  const username = requireUsername(rawUsername);
+  return run(() =>
+    db.transaction().execute(async (tx) => {
+      const row = await repo.insertConsumer(tx, { username, created_by: createdBy });
+      await hook?.(tx, [row.id]);
+      return (await toConsumerMessages(tx, [row]))[0]!;
+    }),
+  );
+}
+
+/** Reads a consumer by id or username, with all its keys (oldest first). */
+export function getConsumer(db: Kysely<Database>, rawRef: string): Promise<{ consumer: Consumer; apiKeys: ApiKey[] }> {
+  const ref = requireConsumerRef("consumer", rawRef);
+  return run(async () => {
+    const row = await mustFind(db, ref);
+    const apiKeys: ApiKey[] = [];
+    let after: { createdOn: Date; id: string } | undefined;
+    for (;;) {
+      const batch = await listKeyRecords(db, { limit: KEYS_BATCH, consumerId: row.id, after });
+      apiKeys.push(...batch.map(toApiKeyMessage));
+      const last = batch[batch.length - 1];
+      if (batch.length < KEYS_BATCH || last === undefined) break;
+      after = { createdOn: last.createdOn, id: last.id };
+    }
+    return { consumer: (await toConsumerMessages(db, [row]))[0]!, apiKeys };
+  });
+}
+
+/** Lists consumers by username, paged. */
+export function listConsumers(
+  db: Kysely<Database>,
+  req: { pageSize: number; pageToken: string },
+): Promise<{ consumers: Consumer[]; nextPageToken: string }> {
+  if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) {
+    throw invalidArgument(`page_size must be between 0 and ${MAX_PAGE_SIZE}`);
+  }
+  const limit = req.pageSize || DEFAULT_PAGE_SIZE;
+  let afterUsername: string | undefined;
+  if (req.pageToken !== "") {
+    afterUsername = Buffer.from(req.pageToken, "base64url").toString("utf8");
+    if (afterUsername === "" || /\s/.test(afterUsername)) throw invalidArgument("page_token is not one this service issued");
+  }
+  return run(async () => {
+    const rows = await repo.listConsumers(db, { limit: limit + 1, afterUsername });
+    const page = rows.slice(0, limit);
+    const last = page[page.length - 1];
+    return {
+      consumers: await toConsumerMessages(db, page),
+      nextPageToken: rows.length > limit && last ? Buffer.from(last.username).toString("base64url") : "",
+    };
+  });
+}
+
+/** Deletes a consumer and every key it holds, in one transaction; each key's verdicts are invalidated. */
+export function deleteConsumer(
+  db: Kysely<Database>,
+  rawRef: string,
+  hook?: ConsumerWriteHook,
+): Promise<{ consumer: Consumer; deletedKeyIds: string[] }> {
+  const ref = requireConsumerRef("consumer", rawRef);
+  return run(() =>
+    db.transaction().execute(async (tx) => {
+      // The update lock waits for keys being created for this consumer, so none escapes the delete.
+      const row = await repo.lockConsumer(tx, ref, "update");
+      if (row === undefined) throw notFound(`consumer ${ref} not found`);
+      const before = (await toConsumerMessages(tx, [row]))[0]!;
+      const keyIds = await deleteKeysOfConsumer(tx, row.id);
+      for (const id of keyIds) await notifyInvalidation(tx, { kind: "key", id });
+      if (!(await repo.deleteConsumer(tx, row.id))) throw new ConnectError("consumer vanished during delete", Code.Aborted);
+      await hook?.(tx, [row.id, ...keyIds]);
+      return { consumer: before, deletedKeyIds: keyIds };
+    }),
+  );
+}
+
+/** Grants existing policies to a consumer. */
+export function grantPolicies(
+  db: Kysely<Database>,
+  req: { consumer: string; policyIds: string[] },
+  hook?: ConsumerWriteHook,
+): Promise<Consumer> {
+  const ref = requireConsumerRef("consumer", req.consumer);
+  const policyIds = requirePolicyIds(req.policyIds);
+  return run(() =>
+    db.transaction().execute(async (tx) => {
+      const row = await repo.lockConsumer(tx, ref, "share");
+      if (row === undefined) throw notFound(`consumer ${ref} not found`);
+      for (const id of policyIds) {
+        if ((await lockPolicy(tx, id, "share")) === undefined) throw notFound(`policy ${id} not found`);
+      }
+      await repo.grantPolicies(tx, row.id, policyIds);
+      await hook?.(tx, [row.id, ...policyIds]);
+      return (await toConsumerMessages(tx, [row]))[0]!;
+    }),
+  );
+}
+
+/** Withdraws policy grants; refused while a key of the consumer uses one of them. */
+export function revokePolicies(
+  db: Kysely<Database>,
+  req: { consumer: string; policyIds: string[] },
+  hook?: ConsumerWriteHook,
+): Promise<Consumer> {
+  const ref = requireConsumerRef("consumer", req.consumer);
+  const policyIds = requirePolicyIds(req.policyIds);
+  return run(() =>
+    db.transaction().execute(async (tx) => {
+      const row = await repo.lockConsumer(tx, ref, "share");
+      if (row === undefined) throw notFound(`consumer ${ref} not found`);
+      const inUse = await repo.revokePolicies(tx, row.id, policyIds);
+      if (inUse.length > 0) {
+        throw new ConnectError(
+          `consumer ${row.username} has keys using these policies: ${inUse.map((k) => `${k.name} (${k.id})`).join(", ")}; move or delete them first`,
+          Code.FailedPrecondition,
+        );
+      }
+      await hook?.(tx, [row.id, ...policyIds]);
+      return (await toConsumerMessages(tx, [row]))[0]!;
+    }),
+  );
+}
+
+/**
+ * Inside a key write: resolves the key's consumer (share-locked, so it cannot be
+ * deleted before the key commits) and checks the policy is granted to it.
+ */
+export async function requireGrantedPolicy(
+  tx: Transaction<Database>,
+  consumerRef: string,
+  policyId: string,
+): Promise<string> {
+  const row = await repo.lockConsumer(tx, consumerRef, "share");
+  if (row === undefined) throw notFound(`consumer ${consumerRef} not found`);
+  if (!(await repo.lockGrant(tx, row.id, policyId))) {
+    throw new ConnectError(
+      `policy ${policyId} is not granted to consumer ${row.username}; grant it with AdminGrantConsumerPolicies first`,
+      Code.FailedPrecondition,
+    );
+  }
+  return row.id;
+}
