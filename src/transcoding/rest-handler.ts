@@ -1,0 +1,213 @@
+import {
+  type DescMethod,
+  type JsonValue,
+  createRegistry,
+  fromBinary,
+  toBinary,
+  toJson,
+} from "@bufbuild/protobuf";
+import { Code, ConnectError, type ConnectRouter, type ContextValues, type Interceptor, createConnectRouter } from "@connectrpc/connect";
+import type { UniversalHandler } from "@connectrpc/connect/protocol";
+import { errorFromJsonBytes } from "@connectrpc/connect/protocol-connect";
+import type { HttpHandler } from "../server.js";
+import { type HttpRoute, httpRoutes } from "./http-rules.js";
+import { PathDecodeError, type TemplateMatch, compareSpecificity, matchTemplate } from "./path-template.js";
+import { buildRequestMessage } from "./request-message.js";
+import { type RpcStatus, httpStatusFromCode, statusBody } from "./status.js";
+
+type NodeRequest = Parameters<HttpHandler>[0];
+type NodeResponse = Parameters<HttpHandler>[1];
+
+/** What the RPC side of the listener is built with; REST calls go through the same. */
+export interface RestHandlerOptions {
+  routes: (router: ConnectRouter) => void;
+  interceptors: Interceptor[];
+  readMaxBytes: number;
+  contextValues?: (req: NodeRequest) => ContextValues;
+}
+
+/** Request headers that describe the REST body or connection, not the call. */
+const DROPPED_REQUEST_HEADERS = new Set([
+  "content-type",
+  "content-length",
+  "content-encoding",
+  "accept-encoding",
+  "transfer-encoding",
+  "connection",
+  "keep-alive",
+  "upgrade",
+  "te",
+]);
+
+/** Response headers of the inner Connect call that must not leak into the REST answer. */
+const DROPPED_RESPONSE_HEADERS = new Set(["content-type", "content-length", "content-encoding", "accept-encoding"]);
+
+/**
+ * Serves the `google.api.http` routes of the services that `routes` registers, by
+ * calling their Connect handlers (same interceptors, same implementations) with a
+ * unary request built from the path, query and JSON body.
+ */
+export function restHandler(options: RestHandlerOptions): HttpHandler {
+  const router = createConnectRouter({ interceptors: options.interceptors, readMaxBytes: options.readMaxBytes });
+  options.routes(router);
+  const handlers = new Map<DescMethod, UniversalHandler>(router.handlers.map((h) => [h.method, h]));
+  const services = [...new Set(router.handlers.map((h) => h.service))];
+  const routes = httpRoutes(services);
+  const registry = createRegistry(...new Set(services.flatMap((s) => [s.file, ...s.file.dependencies])));
+
+  return async (req, res) => {
+    const url = req.url ?? "/";
+    const queryStart = url.indexOf("?");
+    const rawPath = queryStart < 0 ? url : url.slice(0, queryStart);
+    const query = new URLSearchParams(queryStart < 0 ? "" : url.slice(queryStart + 1));
+
+    let matches: Array<{ route: HttpRoute; match: TemplateMatch }>;
+    try {
+      matches = routes.flatMap((route) => {
+        const match = matchTemplate(route.template, rawPath);
+        return match === undefined ? [] : [{ route, match }];
+      });
+    } catch (err) {
+      if (!(err instanceof PathDecodeError)) throw err;
+      sendStatus(res, 400, { code: Code.InvalidArgument, message: err.message, details: [] });
+      return true;
+    }
+    if (matches.length === 0) return false;
+
+    const method = (req.method ?? "GET").toUpperCase();
+    const candidates = matches.filter((m) => m.route.httpMethod === method).sort((a, b) => compareSpecificity(a.route.template, b.route.template));
+    const chosen = candidates[0];
+    if (chosen === undefined) {
+      const allow = [...new Set(matches.map((m) => m.route.httpMethod))].sort().join(", ");
+      sendStatus(res, 405, { code: Code.Unimplemented, message: `method ${method} not allowed on ${rawPath}; allowed: ${allow}`, details: [] }, { allow });
+      return true;
+    }
+
+    const answer = await handle(chosen.route, chosen.match, req, query);
+    if ("rpcStatus" in answer) {
+      sendStatus(res, answer.status, answer.rpcStatus);
+    } else {
+      const text = JSON.stringify(answer.json);
+      res.writeHead(200, { ...answer.headers, "content-type": "application/json", "content-length": String(Buffer.byteLength(text)) });
+      res.end(text);
+    }
+    return true;
+  };
+
+  async function handle(
+    route: HttpRoute,
+    match: TemplateMatch,
+    req: NodeRequest,
+    query: URLSearchParams,
+  ): Promise<{ status: number; rpcStatus: RpcStatus } | { json: JsonValue; headers: Record<string, string> }> {
+    let body: JsonValue | undefined;
+    if (route.body !== undefined) {
+      const read = await readBody(req, options.readMaxBytes);
+      if (read.tooLarge) {
+        return { status: 413, rpcStatus: { code: Code.ResourceExhausted, message: `request body exceeds ${options.readMaxBytes} bytes`, details: [] } };
+      }
+      if (read.bytes.length > 0) {
+        const contentType = req.headers["content-type"];
+        if (!isJsonContentType(contentType)) {
+          return {
+            status: 415,
+            rpcStatus: { code: Code.InvalidArgument, message: `unsupported content type ${JSON.stringify(contentType ?? "")}; send application/json`, details: [] },
+          };
+        }
+        try {
+          body = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(read.bytes)) as JsonValue;
+        } catch (err) {
+          return { status: 400, rpcStatus: { code: Code.InvalidArgument, message: `request body is not valid JSON: ${(err as Error).message}`, details: [] } };
+        }
+      }
+    }
+
+    let requestBytes: Uint8Array;
+    try {
+      requestBytes = toBinary(route.method.input, buildRequestMessage(route, match, query, body));
+    } catch (err) {
+      const connectErr = ConnectError.from(err);
+      return { status: httpStatusFromCode(connectErr.code), rpcStatus: statusBody(connectErr, registry) };
+    }
+
+    const handler = handlers.get(route.method)!;
+    const abort = new AbortController();
+    const onClose = () => abort.abort();
+    req.once("close", onClose);
+    try {
+      const header = new Headers();
+      for (const [name, value] of Object.entries(req.headers)) {
+        if (name.startsWith(":") || DROPPED_REQUEST_HEADERS.has(name) || value === undefined) continue;
+        for (const v of Array.isArray(value) ? value : [value]) header.append(name, v);
+      }
+      header.set("content-type", "application/proto");
+      header.set("connect-protocol-version", "1");
+      const response = await handler({
+        httpVersion: req.httpVersion,
+        url: `http://${req.headers.host ?? req.headers[":authority"] ?? "localhost"}${handler.requestPath}`,
+        method: "POST",
+        header,
+        body: single(requestBytes),
+        signal: abort.signal,
+        contextValues: options.contextValues?.(req),
+      });
+      const bytes = await collect(response.body);
+      if (response.status !== 200) {
+        const error = errorFromJsonBytes(bytes, response.header, new ConnectError(`upstream answered HTTP ${response.status}`, Code.Internal));
+        return { status: httpStatusFromCode(error.code), rpcStatus: statusBody(error, registry) };
+      }
+      const output = fromBinary(route.method.output, bytes);
+      const full = toJson(route.method.output, output, { alwaysEmitImplicit: true, registry }) as Record<string, JsonValue>;
+      const json = route.responseBody === undefined ? full : (full[route.responseBody.jsonName] ?? null);
+      const headers: Record<string, string> = {};
+      response.header?.forEach((value, name) => {
+        if (!DROPPED_RESPONSE_HEADERS.has(name) && !name.startsWith("connect-")) headers[name] = value;
+      });
+      return { json, headers };
+    } finally {
+      req.off("close", onClose);
+    }
+  }
+}
+
+function sendStatus(res: NodeResponse, status: number, body: RpcStatus, extra: Record<string, string> = {}) {
+  const headers: Record<string, string> = { ...extra, "content-type": "application/json" };
+  if (status === 401) headers["www-authenticate"] = "Bearer";
+  const text = JSON.stringify(body);
+  headers["content-length"] = String(Buffer.byteLength(text));
+  res.writeHead(status, headers);
+  res.end(text);
+}
+
+/** application/json, optionally with charset=utf-8; anything else is refused with 415. */
+function isJsonContentType(value: string | undefined): boolean {
+  if (value === undefined) return false;
+  const [type, ...params] = value.split(";").map((s) => s.trim().toLowerCase());
+  if (type !== "application/json") return false;
+  return params.every((p) => !p.startsWith("charset=") || p === "charset=utf-8" || p === 'charset="utf-8"');
+}
+
+/** Reads the whole body; past `maxBytes` it keeps draining (so the answer can be sent) but stores nothing. */
+function readBody(req: NodeRequest, maxBytes: number): Promise<{ bytes: Uint8Array; tooLarge: boolean }> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= maxBytes) chunks.push(chunk);
+    });
+    req.once("end", () => resolve(size > maxBytes ? { bytes: new Uint8Array(), tooLarge: true } : { bytes: Buffer.concat(chunks), tooLarge: false }));
+    req.once("error", reject);
+  });
+}
+
+async function* single(bytes: Uint8Array): AsyncIterable<Uint8Array> {
+  yield bytes;
+}
+
+async function collect(body: AsyncIterable<Uint8Array> | undefined): Promise<Uint8Array> {
+  if (body === undefined) return new Uint8Array();
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of body) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
