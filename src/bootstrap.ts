@@ -2,6 +2,7 @@ import { sql, type Kysely } from "kysely";
 import type { Database } from "./db/schema.js";
 import { createKey, type TokenSettings } from "./keys/key.service.js";
 import { listServicePermissions } from "./permissions/permission.repository.js";
+import { notifyInvalidation } from "./invalidation/invalidation.js";
 import { OWN_SERVICE } from "./permissions/permission.service.js";
 import { createPolicy } from "./policies/policy.service.js";
 import { findPolicyByName } from "./policies/policy.repository.js";
@@ -44,5 +45,32 @@ export async function bootstrap(
     } finally {
       await sql`select pg_advisory_unlock(${BOOTSTRAP_LOCK})`.execute(conn);
     }
+  });
+}
+
+/**
+ * Gives the built-in admin policy every current `apikeys:` permission it lacks,
+ * so a database bootstrapped by an older version gains permissions added since
+ * (e.g. `apikeys:leaks.report`). Runs on every start; returns what it added.
+ */
+export async function grantOwnPermissionsToAdminPolicy(db: Kysely<Database>): Promise<string[]> {
+  return db.transaction().execute(async (tx) => {
+    const policy = await findPolicyByName(tx, ADMIN_POLICY_NAME);
+    if (policy === undefined) return [];
+    const added = await tx
+      .insertInto("policy_permissions")
+      .columns(["policy_id", "permission"])
+      .expression((eb) =>
+        eb
+          .selectFrom("permissions")
+          .select([sql<string>`${policy.id}::uuid`.as("policy_id"), "name"])
+          .where("service", "=", OWN_SERVICE)
+          .where("deprecated", "=", false),
+      )
+      .onConflict((oc) => oc.doNothing())
+      .returning("permission")
+      .execute();
+    if (added.length > 0) await notifyInvalidation(tx, { kind: "policy", id: policy.id });
+    return added.map((row) => row.permission).sort();
   });
 }

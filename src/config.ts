@@ -23,7 +23,18 @@ export interface Config {
   /** cache_ttl that VerifyToken tells callers. */
   verdictTtlMs: number;
   shutdownGraceMs: number;
+  /** Failed authentications allowed per client address per window; 0 disables throttling. */
+  authFailureLimit: number;
+  authFailureWindowMs: number;
+  /** How long cached keys keep answering after the database connection is lost; 0 refuses at once. */
+  outageStalenessMs: number;
   logLevel: string;
+  /** Server secret that encrypts signing keys' secrets at rest; without it no signing key can be made or checked. */
+  secretKey: string | undefined;
+  /** Longest lifetime (exp - iat) of a JWT signed with a signing key. */
+  jwtMaxLifetimeMs: number;
+  /** Clock difference tolerated on a JWT's iat and exp. */
+  jwtClockSkewMs: number;
 }
 
 /** A configuration error, reported as one line before the process exits. */
@@ -70,6 +81,10 @@ export function readConfig(env: Env = process.env): Config {
   if (pepper !== undefined && pepper.length < 32) {
     throw new ConfigError("APIKEYS_TOKEN_PEPPER must be at least 32 characters");
   }
+  const secretKey = env.APIKEYS_SECRET_KEY || undefined;
+  if (secretKey !== undefined && secretKey.length < 32) {
+    throw new ConfigError("APIKEYS_SECRET_KEY must be at least 32 characters");
+  }
   const port = integer(env, "PORT", 5000, 0, 65535);
   const adminPort = optionalPort(env, "ADMIN_PORT");
   if (adminPort !== undefined && adminPort !== 0 && adminPort === port) {
@@ -91,6 +106,12 @@ export function readConfig(env: Env = process.env): Config {
     cacheMaxAgeMs: integer(env, "APIKEYS_CACHE_MAX_AGE_SECONDS", 300, 0, 86_400) * 1000,
     verdictTtlMs: integer(env, "APIKEYS_VERDICT_TTL_SECONDS", 10, 0, 3600) * 1000,
     shutdownGraceMs: integer(env, "APIKEYS_SHUTDOWN_GRACE_SECONDS", 10, 0, 600) * 1000,
+    authFailureLimit: integer(env, "APIKEYS_AUTH_FAILURE_LIMIT", 100, 0, 1_000_000),
+    authFailureWindowMs: integer(env, "APIKEYS_AUTH_FAILURE_WINDOW_SECONDS", 60, 1, 86_400) * 1000,
+    outageStalenessMs: integer(env, "APIKEYS_OUTAGE_STALENESS_SECONDS", 30, 0, 3600) * 1000,
     logLevel,
+    secretKey,
+    jwtMaxLifetimeMs: integer(env, "APIKEYS_JWT_MAX_LIFETIME_SECONDS", 300, 1, 86_400) * 1000,
+    jwtClockSkewMs: integer(env, "APIKEYS_JWT_CLOCK_SKEW_SECONDS", 30, 0, 600) * 1000,
   };
 }

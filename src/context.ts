@@ -2,6 +2,7 @@ import type { Kysely } from "kysely";
 import type { Logger } from "pino";
 import type { Config } from "./config.js";
 import type { Database } from "./db/schema.js";
+import type { InvalidationBus } from "./invalidation/invalidation-bus.js";
 import type { Verifier } from "./verify/verifier.js";
 
 /** What every handler may use. */
@@ -11,4 +12,6 @@ export interface AppContext {
   databaseKind: "postgres" | "pglite";
   logger: Logger;
   verifier: Verifier;
+  /** Relays invalidation events to WatchInvalidations streams. */
+  invalidations: InvalidationBus;
 }

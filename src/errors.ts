@@ -4,6 +4,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 const UNIQUE_MESSAGES: Record<string, string> = {
   policies_name_key: "a policy with this name already exists",
   api_keys_name_key: "an API key with this name already exists",
+  consumers_username_key: "a consumer with this username already exists",
 };
 
 interface PgError {
@@ -32,6 +33,8 @@ export function toConnectError(err: unknown): ConnectError {
     case "22001":
     case "22021":
     case "22P02":
+    // NUL (\u0000) in a jsonb value: text that Postgres cannot store.
+    case "22P05":
       return new ConnectError("invalid value", Code.InvalidArgument);
   }
   if (pgErr?.code && CONNECTION_ERRORS.has(pgErr.code)) {
@@ -55,6 +58,11 @@ export function notFound(message: string): ConnectError {
 }
 
 const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Whether a string is shaped like a UUID (any version, any case). */
+export function isUuid(value: string): boolean {
+  return UUID_PATTERN.test(value);
+}
 
 /** Checks that an id field holds a UUID, naming the field otherwise. */
 export function requireUuid(field: string, value: string): string {

@@ -22,6 +22,13 @@ export async function listen(handler: Handler, port: number, host: string | unde
     const socket = req.socket;
     inFlight.set(socket, (inFlight.get(socket) ?? 0) + 1);
     if (closing) res.setHeader("connection", "close");
+    // A request answered before its body was read (e.g. over readMaxBytes) leaves the rest of the
+    // body on the wire: answer with "Connection: close" so no client reuses the connection.
+    const writeHead = res.writeHead;
+    res.writeHead = function (this: http.ServerResponse, ...args: Parameters<typeof writeHead>) {
+      if (!req.complete) this.shouldKeepAlive = false;
+      return writeHead.apply(this, args);
+    } as typeof writeHead;
     res.once("close", () => {
       const left = (inFlight.get(socket) ?? 1) - 1;
       inFlight.set(socket, left);

@@ -28,7 +28,8 @@ export function requestLogInterceptor(logger: Logger): Interceptor {
   };
 }
 
-function codeName(code: number): string {
+/** The snake_case name of a Connect code ("ok" for 0), as logs and the audit log write it. */
+export function codeName(code: number): string {
   const names = ["ok", "canceled", "unknown", "invalid_argument", "deadline_exceeded", "not_found", "already_exists", "permission_denied", "resource_exhausted", "failed_precondition", "aborted", "out_of_range", "unimplemented", "internal", "unavailable", "data_loss", "unauthenticated"];
   return names[code] ?? String(code);
 }

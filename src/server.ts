@@ -1,8 +1,10 @@
 import type { ConnectRouter } from "@connectrpc/connect";
 import { type ConnectNodeAdapterOptions, connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
+import { peerContextValues } from "./auth/auth-context.js";
 import { authInterceptor } from "./auth/auth-interceptor.js";
-import { bootstrap } from "./bootstrap.js";
+import { auditInterceptors } from "./audit/audit-interceptor.js";
+import { bootstrap, grantOwnPermissionsToAdminPolicy } from "./bootstrap.js";
 import type { Config } from "./config.js";
 import type { AppContext } from "./context.js";
 import { INVALIDATION_CHANNEL, type DatabaseHandle, openDatabase } from "./db/database.js";
@@ -10,13 +12,21 @@ import { migrateToLatest } from "./db/migrator.js";
 import { ApiKeysAdminService } from "./gen/apikeys/v1/admin_pb.js";
 import { ApiKeysService } from "./gen/apikeys/v1/api_keys_pb.js";
 import { parseInvalidation } from "./invalidation/invalidation.js";
+import { InvalidationBus } from "./invalidation/invalidation-bus.js";
 import { type Listener, listen } from "./listener.js";
+import { Metrics } from "./metrics.js";
 import { checkAuthOptions, declaredPermissions } from "./permissions/declarations.js";
 import { OWN_SERVICE, registerPermissions } from "./permissions/permission.service.js";
 import { requestLogInterceptor } from "./request-log-interceptor.js";
 import { adminService } from "./routes/admin-service.js";
 import { apiKeysService } from "./routes/api-keys-service.js";
+import { probesHandler } from "./routes/http-probes.js";
+import { withInfrastructure } from "./routes/infrastructure.js";
+import { openApiHandler } from "./transcoding/openapi.js";
+import { restHandler } from "./transcoding/rest-handler.js";
 import { Verifier } from "./verify/verifier.js";
+import { SecretBox } from "./jwt/secret-box.js";
+import { dashboardHandler } from "./web/static.js";
 
 /** The services this server implements, in the order they are registered. */
 export const SERVICES = [ApiKeysService, ApiKeysAdminService] as const;
@@ -88,39 +98,78 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
     } else if (boot) {
       logger.info("bootstrap admin key created from APIKEYS_BOOTSTRAP_TOKEN");
     }
+    const granted = await grantOwnPermissionsToAdminPolicy(database.db);
+    if (granted.length > 0) logger.info({ permissions: granted }, "granted new apikeys permissions to the admin policy");
 
     const v = new Verifier(
       database.db,
-      { tokens, cacheMaxEntries: config.cacheMaxEntries, cacheMaxAgeMs: config.cacheMaxAgeMs },
+      {
+        tokens,
+        cacheMaxEntries: config.cacheMaxEntries,
+        cacheMaxAgeMs: config.cacheMaxAgeMs,
+        authFailureLimit: config.authFailureLimit,
+        authFailureWindowMs: config.authFailureWindowMs,
+        outageStalenessMs: config.outageStalenessMs,
+        signing: {
+          secrets: config.secretKey === undefined ? undefined : new SecretBox(config.secretKey),
+          maxLifetimeMs: config.jwtMaxLifetimeMs,
+          clockSkewMs: config.jwtClockSkewMs,
+        },
+      },
       logger,
     );
     verifier = v;
+    const metrics = new Metrics({ verifier: v, poolStats: database.poolStats });
+    const invalidations = new InvalidationBus();
     await database.listen(
       INVALIDATION_CHANNEL,
       (payload) => {
+        metrics.observeInvalidation(payload);
         const event = parseInvalidation(payload);
-        if (event) v.invalidate(event);
+        if (event) {
+          v.invalidate(event);
+          invalidations.publish(event);
+        }
       },
       (listening) => {
         v.setListening(listening);
+        invalidations.setListening(listening);
         logger.info({ listening }, "invalidation listener state");
       },
     );
 
-    const ctx: AppContext = { config, db: database.db, databaseKind: database.kind, logger, verifier: v };
-    const interceptors = [requestLogInterceptor(logger), authInterceptor(v)];
+    const ctx: AppContext = { config, db: database.db, databaseKind: database.kind, logger, verifier: v, invalidations };
+    // The audit log brackets auth: its outer half also records calls auth refuses, its inner half knows the actor.
+    const audit = auditInterceptors(database.db, logger);
+    const interceptors = [requestLogInterceptor(logger), metrics.interceptor(), audit.outer, authInterceptor(v), audit.inner];
     // Plain-HTTP handlers tried in order for requests that are not RPCs.
     const httpHandlers: HttpHandler[] = [];
-    const handler = (routes: (router: ConnectRouter) => void) =>
-      connectNodeAdapter({ routes, interceptors, readMaxBytes: READ_MAX_BYTES, fallback: httpFallback(httpHandlers) });
+    const probes = probesHandler(ctx);
+    const handler = (appRoutes: (router: ConnectRouter) => void, extra: HttpHandler[] = []) => {
+      const { routes, served } = withInfrastructure(ctx, appRoutes);
+      // REST routes and OpenAPI of exactly the services this listener serves, through the same interceptors.
+      const rest = restHandler({ routes, interceptors, readMaxBytes: READ_MAX_BYTES, contextValues: peerContextValues });
+      return connectNodeAdapter({
+        routes,
+        interceptors,
+        readMaxBytes: READ_MAX_BYTES,
+        // Keys restricted to CIDRs are checked against the caller's own address.
+        contextValues: peerContextValues,
+        fallback: httpFallback([probes, openApiHandler(served), rest, ...httpHandlers, ...extra]),
+      });
+    };
+    // The dashboard calls the admin RPCs on its own origin, so it lives with the admin plane.
+    const dashboard = dashboardHandler();
+    // Metrics are served with the admin plane, which operators keep internal.
+    const metricsHandler = metrics.httpHandler();
     const data = (router: ConnectRouter) => router.service(ApiKeysService, apiKeysService(ctx));
     const admin = (router: ConnectRouter) => router.service(ApiKeysAdminService, adminService(ctx));
 
     if (config.adminPort === undefined) {
-      listeners.push(await listen(handler((r) => (data(r), admin(r))), config.port, config.host));
+      listeners.push(await listen(handler((r) => (data(r), admin(r)), [metricsHandler, dashboard]), config.port, config.host));
     } else {
       listeners.push(await listen(handler(data), config.port, config.host));
-      listeners.push(await listen(handler(admin), config.adminPort, config.adminHost));
+      listeners.push(await listen(handler(admin, [metricsHandler, dashboard]), config.adminPort, config.adminHost));
     }
     logger.info(
       { port: listeners[0]!.port, admin_port: listeners[1]?.port, database: database.kind },
@@ -135,6 +184,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
       bootstrapToken: boot?.token,
       stop() {
         stopping ??= (async () => {
+          // Open streams would otherwise hold the grace period; their clients reconnect elsewhere.
+          invalidations.close();
           await Promise.all(listeners.map((l) => l.close(config.shutdownGraceMs)));
           await v.close();
           await database.close();

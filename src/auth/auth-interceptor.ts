@@ -2,7 +2,7 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { VerifyCode } from "../gen/apikeys/v1/api_keys_pb.js";
 import { methodRequirement } from "../permissions/declarations.js";
 import type { Verifier } from "../verify/verifier.js";
-import { authenticatedKey } from "./auth-context.js";
+import { authenticatedKey, peerAddress } from "./auth-context.js";
 
 /** Reads the token from `Authorization: Bearer <token>` or `x-api-key: <token>`. */
 export function tokenFromHeaders(headers: Headers): string | undefined {
@@ -18,7 +18,8 @@ export function tokenFromHeaders(headers: Headers): string | undefined {
   return apiKey === null || apiKey.trim() === "" ? undefined : apiKey.trim();
 }
 
-const REFUSALS: Partial<Record<VerifyCode, string>> = {
+/** Why a refused token was refused, as the caller is told (the SDK says the same). */
+export const REFUSALS: Partial<Record<VerifyCode, string>> = {
   [VerifyCode.NOT_FOUND]: "invalid API key",
   [VerifyCode.DISABLED]: "API key is disabled",
   [VerifyCode.EXPIRED]: "API key has expired",
@@ -38,14 +39,30 @@ export function authInterceptor(verifier: Verifier): Interceptor {
       // Fail closed: a method nobody classified is callable by nobody.
       throw new ConnectError(`${req.method.name} has no access rule`, Code.PermissionDenied);
     }
-    const token = tokenFromHeaders(req.header);
+    // A key presented to this service directly is held to its CIDRs by the caller's own address.
+    const peer = req.contextValues.get(peerAddress);
+    const hasCredentials = req.header.has("authorization") || req.header.has("x-api-key");
+    const retryAfterMs = hasCredentials ? verifier.failures.retryAfterMs(peer) : 0;
+    if (retryAfterMs > 0) {
+      throw new ConnectError(
+        `too many failed authentication attempts from this address; retry in ${Math.ceil(retryAfterMs / 1000)}s`,
+        Code.ResourceExhausted,
+      );
+    }
+    let token: string | undefined;
+    try {
+      token = tokenFromHeaders(req.header);
+    } catch (err) {
+      verifier.failures.recordFailure(peer);
+      throw err;
+    }
     if (token === undefined) {
       throw new ConnectError("missing API key: send 'Authorization: Bearer <token>' or 'x-api-key: <token>'", Code.Unauthenticated);
     }
     const verdict =
       requirement.kind === "permissions"
-        ? await verifier.verify(token, requirement.allOf, requirement.anyOf)
-        : await verifier.verify(token, [], []);
+        ? await verifier.verify(token, requirement.allOf, requirement.anyOf, peer)
+        : await verifier.verify(token, [], [], peer);
     if (verdict.code === VerifyCode.INSUFFICIENT_PERMISSIONS) {
       throw new ConnectError(
         `API key lacks permission${verdict.missing.length > 1 ? "s" : ""} ${verdict.missing.join(", ")}`,
@@ -53,6 +70,7 @@ export function authInterceptor(verifier: Verifier): Interceptor {
       );
     }
     if (verdict.code !== VerifyCode.VALID) {
+      if (verdict.code === VerifyCode.NOT_FOUND) verifier.failures.recordFailure(peer);
       throw new ConnectError(REFUSALS[verdict.code] ?? "invalid API key", Code.Unauthenticated);
     }
     req.contextValues.set(authenticatedKey, verdict.key);

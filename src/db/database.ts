@@ -4,6 +4,7 @@ import { Kysely, PostgresDialect } from "kysely";
 import { PGliteDialect } from "kysely-pglite-dialect";
 import pg from "pg";
 import type { Logger } from "pino";
+import type { PoolStats } from "../metrics.js";
 import type { Database } from "./schema.js";
 
 /** Channel on which every key/policy write announces what it made stale. */
@@ -19,6 +20,8 @@ export interface DatabaseHandle {
    */
   listen(channel: string, onMessage: (payload: string) => void, onState: (listening: boolean) => void): Promise<void>;
   close(): Promise<void>;
+  /** Connection pool figures (Postgres only). */
+  poolStats?: () => PoolStats;
 }
 
 export interface DatabaseOptions {
@@ -84,6 +87,7 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
   return {
     db,
     kind: "postgres",
+    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
     async listen(channel, onMessage, onState) {
       await connectListener(channel, onMessage, onState);
     },

@@ -1,10 +1,14 @@
 import { type Kysely, type Migration, type MigrationProvider, Migrator } from "kysely";
 import * as core from "../../migrations/2026-11-23T00-00-core.js";
+import * as keyLifecycle from "../../migrations/2026-11-23T01-00-key-lifecycle.js";
+import * as consumersAudit from "../../migrations/2026-11-23T02-00-consumers-audit.js";
 import type { Database } from "./schema.js";
 
 // A static index, so the same migrations run from source and from a bundle.
 const migrations: Record<string, Migration> = {
   "2026-11-23T00-00-core": core,
+  "2026-11-23T01-00-key-lifecycle": keyLifecycle,
+  "2026-11-23T02-00-consumers-audit": consumersAudit,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

@@ -31,7 +31,8 @@ export interface ApiKeysTable {
   name: string;
   policy_id: string;
   enabled: Generated<boolean>;
-  token_hash: Uint8Array;
+  /** Null for a signing key, which has no bearer token. */
+  token_hash: Uint8Array | null;
   start: string;
   previous_token_hash: Uint8Array | null;
   previous_token_expires_on: Date | null;
@@ -39,6 +40,69 @@ export interface ApiKeysTable {
   updated_on: Timestamp;
   last_used_on: Date | null;
   created_by: string | null;
+  description: Generated<string>;
+  /** Written as a JSON string. */
+  metadata: ColumnType<Record<string, string>, string | undefined, string>;
+  expires_on: Date | null;
+  allowed_cidrs: Generated<string[]>;
+  /** Written as a JSON string; values are strings, numbers or booleans. */
+  environment: ColumnType<Record<string, string | number | boolean>, string | undefined, string>;
+  rate_limit_requests: number | null;
+  rate_limit_period_ms: number | null;
+  consumer_id: string | null;
+  credential_type: ColumnType<CredentialTypeName, CredentialTypeName | undefined, CredentialTypeName>;
+}
+
+/** How a key's holder authenticates, as stored. */
+export type CredentialTypeName = "token" | "signing";
+
+export interface ConsumersTable {
+  id: Generated<string>;
+  username: string;
+  created_on: CreatedTimestamp;
+  created_by: string | null;
+}
+
+export interface ConsumerPoliciesTable {
+  consumer_id: string;
+  policy_id: string;
+  created_on: CreatedTimestamp;
+}
+
+export interface SigningSecretsTable {
+  key_id: string;
+  ciphertext: Uint8Array;
+  created_on: CreatedTimestamp;
+}
+
+export interface UsedJtisTable {
+  key_id: string;
+  jti: string;
+  expires_on: Date;
+}
+
+/** Where in a call an audit event was written. */
+export type AuditStageName = "attempt" | "success" | "failure";
+
+export interface AuditEventsTable {
+  /** bigint identity; read as a string so both drivers agree. */
+  id: ColumnType<string, never, never>;
+  call_id: string;
+  occurred_on: CreatedTimestamp;
+  rpc: string;
+  stage: AuditStageName;
+  actor_key_id: string | null;
+  target_ids: ColumnType<string[], string[] | undefined, never>;
+  /** Written as a JSON string. */
+  request: ColumnType<Record<string, unknown>, string | undefined, never>;
+  code: ColumnType<string, string | undefined, never>;
+  message: ColumnType<string, string | undefined, never>;
+}
+
+export interface DeletedApiKeysTable {
+  name: string;
+  id: string;
+  deleted_on: CreatedTimestamp;
 }
 
 export interface ServiceStateTable {
@@ -52,6 +116,12 @@ export interface Database {
   policies: PoliciesTable;
   policy_permissions: PolicyPermissionsTable;
   api_keys: ApiKeysTable;
+  deleted_api_keys: DeletedApiKeysTable;
+  consumers: ConsumersTable;
+  consumer_policies: ConsumerPoliciesTable;
+  signing_secrets: SigningSecretsTable;
+  used_jtis: UsedJtisTable;
+  audit_events: AuditEventsTable;
   service_state: ServiceStateTable;
 }
 

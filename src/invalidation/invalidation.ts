@@ -5,9 +5,12 @@ import type { Database } from "../db/schema.js";
 /** What a write made stale: one key, or every key of one policy. */
 export type Invalidation = { kind: "key"; id: string } | { kind: "policy"; id: string };
 
-/** Queues a NOTIFY in the writing transaction: delivered to every instance on commit, never on rollback. */
+/**
+ * Queues a NOTIFY in the writing transaction: delivered to every instance on commit, never on rollback.
+ * `at` (epoch ms) lets receivers measure invalidation lag; parsers ignore it.
+ */
 export async function notifyInvalidation(tx: Transaction<Database>, event: Invalidation): Promise<void> {
-  await sql`select pg_notify(${INVALIDATION_CHANNEL}, ${JSON.stringify(event)})`.execute(tx);
+  await sql`select pg_notify(${INVALIDATION_CHANNEL}, ${JSON.stringify({ ...event, at: Date.now() })})`.execute(tx);
 }
 
 /** Parses a NOTIFY payload; undefined when it is not one of ours. */

@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { Kysely } from "kysely";
+import type { Kysely, Transaction } from "kysely";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Database } from "../db/schema.js";
 import { invalidArgument, notFound, requireName, requireUuid, toConnectError } from "../errors.js";
@@ -18,6 +18,12 @@ import * as repo from "./policy.repository.js";
 
 const MAX_DESCRIPTION = 2000;
 const MAX_PERMISSIONS = 1000;
+
+/**
+ * Runs inside a policy write's transaction before commit, with the id of the
+ * policy written (e.g. to record an audit event atomically).
+ */
+export type PolicyWriteHook = (tx: Transaction<Database>, policyId: string) => Promise<void>;
 
 /** Maps a policy (row or cached record) to its message. */
 export function toPolicyMessage(p: {
@@ -79,6 +85,7 @@ export function createPolicy(
   db: Kysely<Database>,
   req: Pick<AdminCreateApiKeyPolicyRequest, "name" | "description" | "permissions">,
   createdBy: string | null,
+  hook?: PolicyWriteHook,
 ): Promise<ApiKeyPolicy> {
   const name = requireName("name", req.name);
   const description = requireDescription(req.description);
@@ -87,6 +94,7 @@ export function createPolicy(
     return db.transaction().execute(async (tx) => {
       const id = await repo.insertPolicy(tx, { name, description, created_by: createdBy });
       await repo.setPolicyPermissions(tx, id, permissions);
+      await hook?.(tx, id);
       const policy = await repo.findPolicy(tx, id);
       return toPolicyMessage(policy!);
     });
@@ -94,7 +102,11 @@ export function createPolicy(
 }
 
 /** Updates a policy; every key that uses it sees the change at once. */
-export function updatePolicy(db: Kysely<Database>, req: AdminUpdateApiKeyPolicyRequest): Promise<ApiKeyPolicy> {
+export function updatePolicy(
+  db: Kysely<Database>,
+  req: AdminUpdateApiKeyPolicyRequest,
+  hook?: PolicyWriteHook,
+): Promise<ApiKeyPolicy> {
   const id = requireUuid("id", req.id);
   const present = [
     ...(req.name !== undefined ? (["name"] as const) : []),
@@ -111,6 +123,7 @@ export function updatePolicy(db: Kysely<Database>, req: AdminUpdateApiKeyPolicyR
       await repo.updatePolicy(tx, id, { ...(name !== undefined && { name }), ...(description !== undefined && { description }) });
       if (permissions !== undefined) await repo.setPolicyPermissions(tx, id, permissions);
       await notifyInvalidation(tx, { kind: "policy", id });
+      await hook?.(tx, id);
       return toPolicyMessage((await repo.findPolicy(tx, id))!);
     });
   });
@@ -120,6 +133,7 @@ export function updatePolicy(db: Kysely<Database>, req: AdminUpdateApiKeyPolicyR
 export function deletePolicy(
   db: Kysely<Database>,
   rawId: string,
+  hook?: PolicyWriteHook,
 ): Promise<{ policy: ApiKeyPolicy; keysDeleted: number }> {
   const id = requireUuid("id", rawId);
   return run(() =>
@@ -129,6 +143,7 @@ export function deletePolicy(
       const keyIds = await deleteKeysOfPolicy(tx, id);
       if (!(await repo.deletePolicy(tx, id))) throw new ConnectError("policy vanished during delete", Code.Aborted);
       await notifyInvalidation(tx, { kind: "policy", id });
+      await hook?.(tx, id);
       return { policy: toPolicyMessage(policy), keysDeleted: keyIds.length };
     }),
   );

@@ -9,16 +9,31 @@ import type { AppContext } from "../context.js";
 import {
   ApiKeysService,
   ComponentHealthSchema,
+  InvalidationKind,
   VerifyCode,
+  WatchInvalidationsResponseSchema,
 } from "../gen/apikeys/v1/api_keys_pb.js";
-import { toApiKeyMessage } from "../keys/key.service.js";
+import type { ApiKey } from "../gen/apikeys/v1/resources_pb.js";
+import { reportLeakedToken, toApiKeyMessage } from "../keys/key.service.js";
+import { recordChange } from "../audit/audit-call.js";
 import { requirePermissionNames } from "../permissions/permission-name.js";
 import { OWN_SERVICE, registerPermissions, toPermissionMessage } from "../permissions/permission.service.js";
+import type { KeyRecord } from "../verify/verdict-cache.js";
 
 const HEALTH_TIMEOUT_MS = 2_000;
+/** Idle streams carry a heartbeat this often, so clients notice a dead connection. */
+const WATCH_HEARTBEAT_MS = 15_000;
 
 /** The data-plane RPCs. */
 export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysService> {
+  // Records are immutable and shared by cached verdicts, so each is converted once.
+  const keyMessages = new WeakMap<KeyRecord, ApiKey>();
+  const keyMessage = (record: KeyRecord): ApiKey => {
+    let message = keyMessages.get(record);
+    if (message === undefined) keyMessages.set(record, (message = toApiKeyMessage(record)));
+    return message;
+  };
+  const verdictTtl = durationFromMs(ctx.config.verdictTtlMs);
   return {
     async verifyToken(req) {
       const allOf = requirePermissionNames("all_of", req.allOf);
@@ -26,15 +41,37 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
       if (req.clientIp !== "" && isIP(req.clientIp) === 0) {
         throw invalidArgument(`client_ip must be an IPv4 or IPv6 address, got "${req.clientIp.slice(0, 64)}"`);
       }
-      const verdict = await ctx.verifier.verify(req.token, allOf, anyOf);
+      // Guessing tokens through a service that calls us is throttled by the guesser's address, as guessing at us is.
+      if (ctx.verifier.failures.retryAfterMs(req.clientIp) > 0) {
+        return { valid: false, code: VerifyCode.RATE_LIMITED, permissions: [], missing: [], cacheTtl: durationFromMs(0) };
+      }
+      const verdict = await ctx.verifier.verify(req.token, allOf, anyOf, req.clientIp);
+      if (verdict.code === VerifyCode.NOT_FOUND) ctx.verifier.failures.recordFailure(req.clientIp);
       return {
         valid: verdict.code === VerifyCode.VALID,
         code: verdict.code,
-        apiKey: verdict.key && toApiKeyMessage(verdict.key),
+        apiKey: verdict.key && keyMessage(verdict.key),
         permissions: verdict.key?.policy.permissions ?? [],
         missing: verdict.missing,
-        cacheTtl: durationFromMs(ctx.config.verdictTtlMs),
+        cacheTtl: verdictTtl,
+        environment: verdict.key?.environment,
       };
+    },
+
+    async reportLeakedToken(req, call) {
+      const tokens = { prefix: ctx.config.tokenPrefix, pepper: ctx.config.tokenPepper };
+      const actorKeyId = call.values.get(authenticatedKey)?.id ?? null;
+      // The audit event names the disabled key but, like the answer, never holds the token.
+      const { recognized, found, keyId } = await reportLeakedToken(ctx.db, tokens, req, (tx, id) =>
+        recordChange(tx, {
+          rpc: `${ApiKeysService.typeName}/ReportLeakedToken`,
+          actorKeyId,
+          targetIds: [id],
+          request: { sourceUrl: req.sourceUrl },
+        }),
+      );
+      if (keyId !== undefined) ctx.verifier.invalidate({ kind: "key", id: keyId });
+      return { recognized, found };
     },
 
     async registerPermissions(req) {
@@ -43,6 +80,22 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
       }
       const rows = await registerPermissions(ctx.db, req.service, req.permissions);
       return { permissions: rows.map(toPermissionMessage) };
+    },
+
+    async *watchInvalidations(_req, call) {
+      const subscription = ctx.invalidations.subscribe(call.signal);
+      yield create(WatchInvalidationsResponseSchema, {
+        event: { case: "resync", value: { heartbeatInterval: durationFromMs(WATCH_HEARTBEAT_MS) } },
+      });
+      for (;;) {
+        const next = await subscription.next(WATCH_HEARTBEAT_MS);
+        if (next === undefined) {
+          yield create(WatchInvalidationsResponseSchema, { event: { case: "heartbeat", value: {} } });
+        } else {
+          const kind = next.kind === "key" ? InvalidationKind.KEY : InvalidationKind.POLICY;
+          yield create(WatchInvalidationsResponseSchema, { event: { case: "invalidation", value: { kind, id: next.id } } });
+        }
+      }
     },
 
     async testApiKey(_req, call) {
@@ -65,7 +118,8 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
   };
 }
 
-async function checkDatabase(ctx: AppContext) {
+/** Whether the database answers a trivial query within the health timeout. */
+export async function checkDatabase(ctx: AppContext) {
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([

@@ -4,19 +4,23 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { AuditEvent } from "./audit_pb.js";
+import { file_apikeys_v1_audit } from "./audit_pb.js";
+import type { Consumer } from "./consumers_pb.js";
+import { file_apikeys_v1_consumers } from "./consumers_pb.js";
 import { file_apikeys_v1_options } from "./options_pb.js";
-import type { ApiKey, ApiKeyPolicy, Permission } from "./resources_pb.js";
+import type { ApiKey, ApiKeyPolicy, CidrList, CredentialType, Permission, RateLimit } from "./resources_pb.js";
 import { file_apikeys_v1_resources } from "./resources_pb.js";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
-import type { Duration, FieldMask } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_duration, file_google_protobuf_field_mask } from "@bufbuild/protobuf/wkt";
-import type { Message } from "@bufbuild/protobuf";
+import type { Duration, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file apikeys/v1/admin.proto.
  */
 export const file_apikeys_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChZhcGlrZXlzL3YxL2FkbWluLnByb3RvEgphcGlrZXlzLnYxIlIKFkFkbWluR2V0QXBpS2V5c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEQoJcG9saWN5X2lkGAMgASgJIlgKF0FkbWluR2V0QXBpS2V5c1Jlc3BvbnNlEiQKCGFwaV9rZXlzGAEgAygLMhIuYXBpa2V5cy52MS5BcGlLZXkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiMKFUFkbWluR2V0QXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSI9ChZBZG1pbkdldEFwaUtleVJlc3BvbnNlEiMKB2FwaV9rZXkYASABKAsyEi5hcGlrZXlzLnYxLkFwaUtleSI7ChhBZG1pbkNyZWF0ZUFwaUtleVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIRCglwb2xpY3lfaWQYAiABKAkiTwoZQWRtaW5DcmVhdGVBcGlLZXlSZXNwb25zZRIjCgdhcGlfa2V5GAEgASgLMhIuYXBpa2V5cy52MS5BcGlLZXkSDQoFdG9rZW4YAiABKAkiuwEKGEFkbWluVXBkYXRlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCRIRCgRuYW1lGAIgASgJSACIAQESFgoJcG9saWN5X2lkGAMgASgJSAGIAQESFAoHZW5hYmxlZBgEIAEoCEgCiAEBEi8KC3VwZGF0ZV9tYXNrGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IHCgVfbmFtZUIMCgpfcG9saWN5X2lkQgoKCF9lbmFibGVkIkAKGUFkbWluVXBkYXRlQXBpS2V5UmVzcG9uc2USIwoHYXBpX2tleRgBIAEoCzISLmFwaWtleXMudjEuQXBpS2V5IlcKGEFkbWluUm90YXRlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCRIvCgxncmFjZV9wZXJpb2QYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iTwoZQWRtaW5Sb3RhdGVBcGlLZXlSZXNwb25zZRIjCgdhcGlfa2V5GAEgASgLMhIuYXBpa2V5cy52MS5BcGlLZXkSDQoFdG9rZW4YAiABKAkiJgoYQWRtaW5EZWxldGVBcGlLZXlSZXF1ZXN0EgoKAmlkGAEgASgJIkgKGUFkbWluRGVsZXRlQXBpS2V5UmVzcG9uc2USKwoPYXBpX2tleV9kZWxldGVkGAEgASgLMhIuYXBpa2V5cy52MS5BcGlLZXkiHwodQWRtaW5HZXRBcGlLZXlQb2xpY2llc1JlcXVlc3QiTAoeQWRtaW5HZXRBcGlLZXlQb2xpY2llc1Jlc3BvbnNlEioKCHBvbGljaWVzGAEgAygLMhguYXBpa2V5cy52MS5BcGlLZXlQb2xpY3kiWAoeQWRtaW5DcmVhdGVBcGlLZXlQb2xpY3lSZXF1ZXN0EgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSEwoLcGVybWlzc2lvbnMYAyADKAkiSwofQWRtaW5DcmVhdGVBcGlLZXlQb2xpY3lSZXNwb25zZRIoCgZwb2xpY3kYASABKAsyGC5hcGlrZXlzLnYxLkFwaUtleVBvbGljeSK4AQoeQWRtaW5VcGRhdGVBcGlLZXlQb2xpY3lSZXF1ZXN0EgoKAmlkGAEgASgJEhEKBG5hbWUYAiABKAlIAIgBARIYCgtkZXNjcmlwdGlvbhgDIAEoCUgBiAEBEhMKC3Blcm1pc3Npb25zGAQgAygJEi8KC3VwZGF0ZV9tYXNrGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IHCgVfbmFtZUIOCgxfZGVzY3JpcHRpb24iSwofQWRtaW5VcGRhdGVBcGlLZXlQb2xpY3lSZXNwb25zZRIoCgZwb2xpY3kYASABKAsyGC5hcGlrZXlzLnYxLkFwaUtleVBvbGljeSIsCh5BZG1pbkRlbGV0ZUFwaUtleVBvbGljeVJlcXVlc3QSCgoCaWQYASABKAkibQofQWRtaW5EZWxldGVBcGlLZXlQb2xpY3lSZXNwb25zZRIwCg5wb2xpY3lfZGVsZXRlZBgBIAEoCzIYLmFwaWtleXMudjEuQXBpS2V5UG9saWN5EhgKEGFwaV9rZXlzX2RlbGV0ZWQYAiABKAUiIgogQWRtaW5HZXRBcGlLZXlQZXJtaXNzaW9uc1JlcXVlc3QiUAohQWRtaW5HZXRBcGlLZXlQZXJtaXNzaW9uc1Jlc3BvbnNlEisKC3Blcm1pc3Npb25zGAEgAygLMhYuYXBpa2V5cy52MS5QZXJtaXNzaW9uMp0RChNBcGlLZXlzQWRtaW5TZXJ2aWNlEo4BCg9BZG1pbkdldEFwaUtleXMSIi5hcGlrZXlzLnYxLkFkbWluR2V0QXBpS2V5c1JlcXVlc3QaIy5hcGlrZXlzLnYxLkFkbWluR2V0QXBpS2V5c1Jlc3BvbnNlIjKQAgG6oRkTChFhcGlrZXlzOmtleXMucmVhZILT5JMCEhIQL2FwaS92MS9hcGlfa2V5cxKQAQoOQWRtaW5HZXRBcGlLZXkSIS5hcGlrZXlzLnYxLkFkbWluR2V0QXBpS2V5UmVxdWVzdBoiLmFwaWtleXMudjEuQWRtaW5HZXRBcGlLZXlSZXNwb25zZSI3kAIBuqEZEwoRYXBpa2V5czprZXlzLnJlYWSC0+STAhcSFS9hcGkvdjEvYXBpX2tleXMve2lkfRKVAQoRQWRtaW5DcmVhdGVBcGlLZXkSJC5hcGlrZXlzLnYxLkFkbWluQ3JlYXRlQXBpS2V5UmVxdWVzdBolLmFwaWtleXMudjEuQWRtaW5DcmVhdGVBcGlLZXlSZXNwb25zZSIzuqEZFAoSYXBpa2V5czprZXlzLndyaXRlgtPkkwIVOgEqIhAvYXBpL3YxL2FwaV9rZXlzEpoBChFBZG1pblVwZGF0ZUFwaUtleRIkLmFwaWtleXMudjEuQWRtaW5VcGRhdGVBcGlLZXlSZXF1ZXN0GiUuYXBpa2V5cy52MS5BZG1pblVwZGF0ZUFwaUtleVJlc3BvbnNlIji6oRkUChJhcGlrZXlzOmtleXMud3JpdGWC0+STAho6ASoyFS9hcGkvdjEvYXBpX2tleXMve2lkfRKhAQoRQWRtaW5Sb3RhdGVBcGlLZXkSJC5hcGlrZXlzLnYxLkFkbWluUm90YXRlQXBpS2V5UmVxdWVzdBolLmFwaWtleXMudjEuQWRtaW5Sb3RhdGVBcGlLZXlSZXNwb25zZSI/uqEZFAoSYXBpa2V5czprZXlzLndyaXRlgtPkkwIhOgEqIhwvYXBpL3YxL2FwaV9rZXlzL3tpZH06cm90YXRlEpoBChFBZG1pbkRlbGV0ZUFwaUtleRIkLmFwaWtleXMudjEuQWRtaW5EZWxldGVBcGlLZXlSZXF1ZXN0GiUuYXBpa2V5cy52MS5BZG1pbkRlbGV0ZUFwaUtleVJlc3BvbnNlIjiQAgK6oRkUChJhcGlrZXlzOmtleXMud3JpdGWC0+STAhcqFS9hcGkvdjEvYXBpX2tleXMve2lkfRKwAQoWQWRtaW5HZXRBcGlLZXlQb2xpY2llcxIpLmFwaWtleXMudjEuQWRtaW5HZXRBcGlLZXlQb2xpY2llc1JlcXVlc3QaKi5hcGlrZXlzLnYxLkFkbWluR2V0QXBpS2V5UG9saWNpZXNSZXNwb25zZSI/kAIBuqEZFwoVYXBpa2V5czpwb2xpY2llcy5yZWFkgtPkkwIbEhkvYXBpL3YxL2FwaV9rZXlzL3BvbGljaWVzErQBChdBZG1pbkNyZWF0ZUFwaUtleVBvbGljeRIqLmFwaWtleXMudjEuQWRtaW5DcmVhdGVBcGlLZXlQb2xpY3lSZXF1ZXN0GisuYXBpa2V5cy52MS5BZG1pbkNyZWF0ZUFwaUtleVBvbGljeVJlc3BvbnNlIkC6oRkYChZhcGlrZXlzOnBvbGljaWVzLndyaXRlgtPkkwIeOgEqIhkvYXBpL3YxL2FwaV9rZXlzL3BvbGljaWVzErkBChdBZG1pblVwZGF0ZUFwaUtleVBvbGljeRIqLmFwaWtleXMudjEuQWRtaW5VcGRhdGVBcGlLZXlQb2xpY3lSZXF1ZXN0GisuYXBpa2V5cy52MS5BZG1pblVwZGF0ZUFwaUtleVBvbGljeVJlc3BvbnNlIkW6oRkYChZhcGlrZXlzOnBvbGljaWVzLndyaXRlgtPkkwIjOgEqMh4vYXBpL3YxL2FwaV9rZXlzL3BvbGljaWVzL3tpZH0SuQEKF0FkbWluRGVsZXRlQXBpS2V5UG9saWN5EiouYXBpa2V5cy52MS5BZG1pbkRlbGV0ZUFwaUtleVBvbGljeVJlcXVlc3QaKy5hcGlrZXlzLnYxLkFkbWluRGVsZXRlQXBpS2V5UG9saWN5UmVzcG9uc2UiRZACArqhGRgKFmFwaWtleXM6cG9saWNpZXMud3JpdGWC0+STAiAqHi9hcGkvdjEvYXBpX2tleXMvcG9saWNpZXMve2lkfRK/AQoZQWRtaW5HZXRBcGlLZXlQZXJtaXNzaW9ucxIsLmFwaWtleXMudjEuQWRtaW5HZXRBcGlLZXlQZXJtaXNzaW9uc1JlcXVlc3QaLS5hcGlrZXlzLnYxLkFkbWluR2V0QXBpS2V5UGVybWlzc2lvbnNSZXNwb25zZSJFkAIBuqEZGgoYYXBpa2V5czpwZXJtaXNzaW9ucy5yZWFkgtPkkwIeEhwvYXBpL3YxL2FwaV9rZXlzL3Blcm1pc3Npb25zGscCuqEZwgIKB2FwaWtleXMSOQoJa2V5cy5yZWFkEixMaXN0IGFuZCByZWFkIEFQSSBrZXlzIChuZXZlciB0aGVpciB0b2tlbnMpLhI5CgprZXlzLndyaXRlEitDcmVhdGUsIHVwZGF0ZSwgcm90YXRlIGFuZCBkZWxldGUgQVBJIGtleXMuEigKDXBvbGljaWVzLnJlYWQSF0xpc3QgYW5kIHJlYWQgcG9saWNpZXMuElUKDnBvbGljaWVzLndyaXRlEkNDcmVhdGUsIHVwZGF0ZSBhbmQgZGVsZXRlIHBvbGljaWVzIChkZWxldGluZyBvbmUgZGVsZXRlcyBpdHMga2V5cykuEkAKEHBlcm1pc3Npb25zLnJlYWQSLExpc3QgdGhlIHBlcm1pc3Npb25zIHNlcnZpY2VzIGhhdmUgZGVjbGFyZWQuYgZwcm90bzM", [file_apikeys_v1_options, file_apikeys_v1_resources, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_field_mask]);
+  fileDesc("ChZhcGlrZXlzL3YxL2FkbWluLnByb3RvEgphcGlrZXlzLnYxImQKFkFkbWluR2V0QXBpS2V5c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEQoJcG9saWN5X2lkGAMgASgJEhAKCGNvbnN1bWVyGBQgASgJIlgKF0FkbWluR2V0QXBpS2V5c1Jlc3BvbnNlEiQKCGFwaV9rZXlzGAEgAygLMhIuYXBpa2V5cy52MS5BcGlLZXkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiMKFUFkbWluR2V0QXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSI9ChZBZG1pbkdldEFwaUtleVJlc3BvbnNlEiMKB2FwaV9rZXkYASABKAsyEi5hcGlrZXlzLnYxLkFwaUtleSLEAwoYQWRtaW5DcmVhdGVBcGlLZXlSZXF1ZXN0EgwKBG5hbWUYASABKAkSEQoJcG9saWN5X2lkGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEkQKCG1ldGFkYXRhGAQgAygLMjIuYXBpa2V5cy52MS5BZG1pbkNyZWF0ZUFwaUtleVJlcXVlc3QuTWV0YWRhdGFFbnRyeRIuCgpleHBpcmVzX29uGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCg1hbGxvd2VkX2NpZHJzGAYgASgLMhQuYXBpa2V5cy52MS5DaWRyTGlzdBIsCgtlbnZpcm9ubWVudBgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSKQoKcmF0ZV9saW1pdBgIIAEoCzIVLmFwaWtleXMudjEuUmF0ZUxpbWl0EhAKCGNvbnN1bWVyGBQgASgJEjMKD2NyZWRlbnRpYWxfdHlwZRgVIAEoDjIaLmFwaWtleXMudjEuQ3JlZGVudGlhbFR5cGUaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIl8KGUFkbWluQ3JlYXRlQXBpS2V5UmVzcG9uc2USIwoHYXBpX2tleRgBIAEoCzISLmFwaWtleXMudjEuQXBpS2V5Eg0KBXRva2VuGAIgASgJEg4KBnNlY3JldBgUIAEoCSK2BAoYQWRtaW5VcGRhdGVBcGlLZXlSZXF1ZXN0EgoKAmlkGAEgASgJEhEKBG5hbWUYAiABKAlIAIgBARIWCglwb2xpY3lfaWQYAyABKAlIAYgBARIUCgdlbmFibGVkGAQgASgISAKIAQESLwoLdXBkYXRlX21hc2sYBSABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrEhgKC2Rlc2NyaXB0aW9uGAYgASgJSAOIAQESRAoIbWV0YWRhdGEYByADKAsyMi5hcGlrZXlzLnYxLkFkbWluVXBkYXRlQXBpS2V5UmVxdWVzdC5NZXRhZGF0YUVudHJ5Ei4KCmV4cGlyZXNfb24YCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKDWFsbG93ZWRfY2lkcnMYCSABKAsyFC5hcGlrZXlzLnYxLkNpZHJMaXN0EiwKC2Vudmlyb25tZW50GAogASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIpCgpyYXRlX2xpbWl0GAsgASgLMhUuYXBpa2V5cy52MS5SYXRlTGltaXQSFQoIY29uc3VtZXIYFCABKAlIBIgBARovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCBwoFX25hbWVCDAoKX3BvbGljeV9pZEIKCghfZW5hYmxlZEIOCgxfZGVzY3JpcHRpb25CCwoJX2NvbnN1bWVyIkAKGUFkbWluVXBkYXRlQXBpS2V5UmVzcG9uc2USIwoHYXBpX2tleRgBIAEoCzISLmFwaWtleXMudjEuQXBpS2V5IlcKGEFkbWluUm90YXRlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCRIvCgxncmFjZV9wZXJpb2QYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iTwoZQWRtaW5Sb3RhdGVBcGlLZXlSZXNwb25zZRIjCgdhcGlfa2V5GAEgASgLMhIuYXBpa2V5cy52MS5BcGlLZXkSDQoFdG9rZW4YAiABKAkiJgoYQWRtaW5EZWxldGVBcGlLZXlSZXF1ZXN0EgoKAmlkGAEgASgJIkgKGUFkbWluRGVsZXRlQXBpS2V5UmVzcG9uc2USKwoPYXBpX2tleV9kZWxldGVkGAEgASgLMhIuYXBpa2V5cy52MS5BcGlLZXkiHwodQWRtaW5HZXRBcGlLZXlQb2xpY2llc1JlcXVlc3QiTAoeQWRtaW5HZXRBcGlLZXlQb2xpY2llc1Jlc3BvbnNlEioKCHBvbGljaWVzGAEgAygLMhguYXBpa2V5cy52MS5BcGlLZXlQb2xpY3kiWAoeQWRtaW5DcmVhdGVBcGlLZXlQb2xpY3lSZXF1ZXN0EgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSEwoLcGVybWlzc2lvbnMYAyADKAkiSwofQWRtaW5DcmVhdGVBcGlLZXlQb2xpY3lSZXNwb25zZRIoCgZwb2xpY3kYASABKAsyGC5hcGlrZXlzLnYxLkFwaUtleVBvbGljeSK4AQoeQWRtaW5VcGRhdGVBcGlLZXlQb2xpY3lSZXF1ZXN0EgoKAmlkGAEgASgJEhEKBG5hbWUYAiABKAlIAIgBARIYCgtkZXNjcmlwdGlvbhgDIAEoCUgBiAEBEhMKC3Blcm1pc3Npb25zGAQgAygJEi8KC3VwZGF0ZV9tYXNrGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IHCgVfbmFtZUIOCgxfZGVzY3JpcHRpb24iSwofQWRtaW5VcGRhdGVBcGlLZXlQb2xpY3lSZXNwb25zZRIoCgZwb2xpY3kYASABKAsyGC5hcGlrZXlzLnYxLkFwaUtleVBvbGljeSIsCh5BZG1pbkRlbGV0ZUFwaUtleVBvbGljeVJlcXVlc3QSCgoCaWQYASABKAkibQofQWRtaW5EZWxldGVBcGlLZXlQb2xpY3lSZXNwb25zZRIwCg5wb2xpY3lfZGVsZXRlZBgBIAEoCzIYLmFwaWtleXMudjEuQXBpS2V5UG9saWN5EhgKEGFwaV9rZXlzX2RlbGV0ZWQYAiABKAUiIgogQWRtaW5HZXRBcGlLZXlQZXJtaXNzaW9uc1JlcXVlc3QiUAohQWRtaW5HZXRBcGlLZXlQZXJtaXNzaW9uc1Jlc3BvbnNlEisKC3Blcm1pc3Npb25zGAEgAygLMhYuYXBpa2V5cy52MS5QZXJtaXNzaW9uIi4KGkFkbWluQ3JlYXRlQ29uc3VtZXJSZXF1ZXN0EhAKCHVzZXJuYW1lGAEgASgJIkUKG0FkbWluQ3JlYXRlQ29uc3VtZXJSZXNwb25zZRImCghjb25zdW1lchgBIAEoCzIULmFwaWtleXMudjEuQ29uc3VtZXIiKwoXQWRtaW5HZXRDb25zdW1lclJlcXVlc3QSEAoIY29uc3VtZXIYASABKAkiaAoYQWRtaW5HZXRDb25zdW1lclJlc3BvbnNlEiYKCGNvbnN1bWVyGAEgASgLMhQuYXBpa2V5cy52MS5Db25zdW1lchIkCghhcGlfa2V5cxgCIAMoCzISLmFwaWtleXMudjEuQXBpS2V5IkEKGEFkbWluR2V0Q29uc3VtZXJzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJdChlBZG1pbkdldENvbnN1bWVyc1Jlc3BvbnNlEicKCWNvbnN1bWVycxgBIAMoCzIULmFwaWtleXMudjEuQ29uc3VtZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIi4KGkFkbWluRGVsZXRlQ29uc3VtZXJSZXF1ZXN0EhAKCGNvbnN1bWVyGAEgASgJImcKG0FkbWluRGVsZXRlQ29uc3VtZXJSZXNwb25zZRIuChBjb25zdW1lcl9kZWxldGVkGAEgASgLMhQuYXBpa2V5cy52MS5Db25zdW1lchIYChBhcGlfa2V5c19kZWxldGVkGAIgASgFIkkKIUFkbWluR3JhbnRDb25zdW1lclBvbGljaWVzUmVxdWVzdBIQCghjb25zdW1lchgBIAEoCRISCgpwb2xpY3lfaWRzGAIgAygJIkwKIkFkbWluR3JhbnRDb25zdW1lclBvbGljaWVzUmVzcG9uc2USJgoIY29uc3VtZXIYASABKAsyFC5hcGlrZXlzLnYxLkNvbnN1bWVyIkoKIkFkbWluUmV2b2tlQ29uc3VtZXJQb2xpY2llc1JlcXVlc3QSEAoIY29uc3VtZXIYASABKAkSEgoKcG9saWN5X2lkcxgCIAMoCSJNCiNBZG1pblJldm9rZUNvbnN1bWVyUG9saWNpZXNSZXNwb25zZRImCghjb25zdW1lchgBIAEoCzIULmFwaWtleXMudjEuQ29uc3VtZXIiygEKGkFkbWluR2V0QXVkaXRFdmVudHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhEKCXRhcmdldF9pZBgDIAEoCRIUCgxhY3Rvcl9rZXlfaWQYBCABKAkSLgoKc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIl4KG0FkbWluR2V0QXVkaXRFdmVudHNSZXNwb25zZRImCgZldmVudHMYASADKAsyFi5hcGlrZXlzLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJMrodChNBcGlLZXlzQWRtaW5TZXJ2aWNlEo4BCg9BZG1pbkdldEFwaUtleXMSIi5hcGlrZXlzLnYxLkFkbWluR2V0QXBpS2V5c1JlcXVlc3QaIy5hcGlrZXlzLnYxLkFkbWluR2V0QXBpS2V5c1Jlc3BvbnNlIjKQAgG6oRkTChFhcGlrZXlzOmtleXMucmVhZILT5JMCEhIQL2FwaS92MS9hcGlfa2V5cxKQAQoOQWRtaW5HZXRBcGlLZXkSIS5hcGlrZXlzLnYxLkFkbWluR2V0QXBpS2V5UmVxdWVzdBoiLmFwaWtleXMudjEuQWRtaW5HZXRBcGlLZXlSZXNwb25zZSI3kAIBuqEZEwoRYXBpa2V5czprZXlzLnJlYWSC0+STAhcSFS9hcGkvdjEvYXBpX2tleXMve2lkfRKVAQoRQWRtaW5DcmVhdGVBcGlLZXkSJC5hcGlrZXlzLnYxLkFkbWluQ3JlYXRlQXBpS2V5UmVxdWVzdBolLmFwaWtleXMudjEuQWRtaW5DcmVhdGVBcGlLZXlSZXNwb25zZSIzuqEZFAoSYXBpa2V5czprZXlzLndyaXRlgtPkkwIVOgEqIhAvYXBpL3YxL2FwaV9rZXlzEpoBChFBZG1pblVwZGF0ZUFwaUtleRIkLmFwaWtleXMudjEuQWRtaW5VcGRhdGVBcGlLZXlSZXF1ZXN0GiUuYXBpa2V5cy52MS5BZG1pblVwZGF0ZUFwaUtleVJlc3BvbnNlIji6oRkUChJhcGlrZXlzOmtleXMud3JpdGWC0+STAho6ASoyFS9hcGkvdjEvYXBpX2tleXMve2lkfRKhAQoRQWRtaW5Sb3RhdGVBcGlLZXkSJC5hcGlrZXlzLnYxLkFkbWluUm90YXRlQXBpS2V5UmVxdWVzdBolLmFwaWtleXMudjEuQWRtaW5Sb3RhdGVBcGlLZXlSZXNwb25zZSI/uqEZFAoSYXBpa2V5czprZXlzLndyaXRlgtPkkwIhOgEqIhwvYXBpL3YxL2FwaV9rZXlzL3tpZH06cm90YXRlEpoBChFBZG1pbkRlbGV0ZUFwaUtleRIkLmFwaWtleXMudjEuQWRtaW5EZWxldGVBcGlLZXlSZXF1ZXN0GiUuYXBpa2V5cy52MS5BZG1pbkRlbGV0ZUFwaUtleVJlc3BvbnNlIjiQAgK6oRkUChJhcGlrZXlzOmtleXMud3JpdGWC0+STAhcqFS9hcGkvdjEvYXBpX2tleXMve2lkfRKwAQoWQWRtaW5HZXRBcGlLZXlQb2xpY2llcxIpLmFwaWtleXMudjEuQWRtaW5HZXRBcGlLZXlQb2xpY2llc1JlcXVlc3QaKi5hcGlrZXlzLnYxLkFkbWluR2V0QXBpS2V5UG9saWNpZXNSZXNwb25zZSI/kAIBuqEZFwoVYXBpa2V5czpwb2xpY2llcy5yZWFkgtPkkwIbEhkvYXBpL3YxL2FwaV9rZXlzL3BvbGljaWVzErQBChdBZG1pbkNyZWF0ZUFwaUtleVBvbGljeRIqLmFwaWtleXMudjEuQWRtaW5DcmVhdGVBcGlLZXlQb2xpY3lSZXF1ZXN0GisuYXBpa2V5cy52MS5BZG1pbkNyZWF0ZUFwaUtleVBvbGljeVJlc3BvbnNlIkC6oRkYChZhcGlrZXlzOnBvbGljaWVzLndyaXRlgtPkkwIeOgEqIhkvYXBpL3YxL2FwaV9rZXlzL3BvbGljaWVzErkBChdBZG1pblVwZGF0ZUFwaUtleVBvbGljeRIqLmFwaWtleXMudjEuQWRtaW5VcGRhdGVBcGlLZXlQb2xpY3lSZXF1ZXN0GisuYXBpa2V5cy52MS5BZG1pblVwZGF0ZUFwaUtleVBvbGljeVJlc3BvbnNlIkW6oRkYChZhcGlrZXlzOnBvbGljaWVzLndyaXRlgtPkkwIjOgEqMh4vYXBpL3YxL2FwaV9rZXlzL3BvbGljaWVzL3tpZH0SuQEKF0FkbWluRGVsZXRlQXBpS2V5UG9saWN5EiouYXBpa2V5cy52MS5BZG1pbkRlbGV0ZUFwaUtleVBvbGljeVJlcXVlc3QaKy5hcGlrZXlzLnYxLkFkbWluRGVsZXRlQXBpS2V5UG9saWN5UmVzcG9uc2UiRZACArqhGRgKFmFwaWtleXM6cG9saWNpZXMud3JpdGWC0+STAiAqHi9hcGkvdjEvYXBpX2tleXMvcG9saWNpZXMve2lkfRK/AQoZQWRtaW5HZXRBcGlLZXlQZXJtaXNzaW9ucxIsLmFwaWtleXMudjEuQWRtaW5HZXRBcGlLZXlQZXJtaXNzaW9uc1JlcXVlc3QaLS5hcGlrZXlzLnYxLkFkbWluR2V0QXBpS2V5UGVybWlzc2lvbnNSZXNwb25zZSJFkAIBuqEZGgoYYXBpa2V5czpwZXJtaXNzaW9ucy5yZWFkgtPkkwIeEhwvYXBpL3YxL2FwaV9rZXlzL3Blcm1pc3Npb25zEqoBChNBZG1pbkNyZWF0ZUNvbnN1bWVyEiYuYXBpa2V5cy52MS5BZG1pbkNyZWF0ZUNvbnN1bWVyUmVxdWVzdBonLmFwaWtleXMudjEuQWRtaW5DcmVhdGVDb25zdW1lclJlc3BvbnNlIkK6oRkZChdhcGlrZXlzOmNvbnN1bWVycy53cml0ZYLT5JMCHzoBKiIaL2FwaS92MS9hcGlfa2V5cy9jb25zdW1lcnMSqwEKEEFkbWluR2V0Q29uc3VtZXISIy5hcGlrZXlzLnYxLkFkbWluR2V0Q29uc3VtZXJSZXF1ZXN0GiQuYXBpa2V5cy52MS5BZG1pbkdldENvbnN1bWVyUmVzcG9uc2UiTJACAbqhGRgKFmFwaWtleXM6Y29uc3VtZXJzLnJlYWSC0+STAicSJS9hcGkvdjEvYXBpX2tleXMvY29uc3VtZXJzL3tjb25zdW1lcn0SowEKEUFkbWluR2V0Q29uc3VtZXJzEiQuYXBpa2V5cy52MS5BZG1pbkdldENvbnN1bWVyc1JlcXVlc3QaJS5hcGlrZXlzLnYxLkFkbWluR2V0Q29uc3VtZXJzUmVzcG9uc2UiQZACAbqhGRgKFmFwaWtleXM6Y29uc3VtZXJzLnJlYWSC0+STAhwSGi9hcGkvdjEvYXBpX2tleXMvY29uc3VtZXJzErUBChNBZG1pbkRlbGV0ZUNvbnN1bWVyEiYuYXBpa2V5cy52MS5BZG1pbkRlbGV0ZUNvbnN1bWVyUmVxdWVzdBonLmFwaWtleXMudjEuQWRtaW5EZWxldGVDb25zdW1lclJlc3BvbnNlIk2QAgK6oRkZChdhcGlrZXlzOmNvbnN1bWVycy53cml0ZYLT5JMCJyolL2FwaS92MS9hcGlfa2V5cy9jb25zdW1lcnMve2NvbnN1bWVyfRLcAQoaQWRtaW5HcmFudENvbnN1bWVyUG9saWNpZXMSLS5hcGlrZXlzLnYxLkFkbWluR3JhbnRDb25zdW1lclBvbGljaWVzUmVxdWVzdBouLmFwaWtleXMudjEuQWRtaW5HcmFudENvbnN1bWVyUG9saWNpZXNSZXNwb25zZSJfkAICuqEZGQoXYXBpa2V5czpjb25zdW1lcnMud3JpdGWC0+STAjk6ASoiNC9hcGkvdjEvYXBpX2tleXMvY29uc3VtZXJzL3tjb25zdW1lcn0vcG9saWNpZXM6Z3JhbnQS4AEKG0FkbWluUmV2b2tlQ29uc3VtZXJQb2xpY2llcxIuLmFwaWtleXMudjEuQWRtaW5SZXZva2VDb25zdW1lclBvbGljaWVzUmVxdWVzdBovLmFwaWtleXMudjEuQWRtaW5SZXZva2VDb25zdW1lclBvbGljaWVzUmVzcG9uc2UiYJACArqhGRkKF2FwaWtleXM6Y29uc3VtZXJzLndyaXRlgtPkkwI6OgEqIjUvYXBpL3YxL2FwaV9rZXlzL2NvbnN1bWVycy97Y29uc3VtZXJ9L3BvbGljaWVzOnJldm9rZRKoAQoTQWRtaW5HZXRBdWRpdEV2ZW50cxImLmFwaWtleXMudjEuQWRtaW5HZXRBdWRpdEV2ZW50c1JlcXVlc3QaJy5hcGlrZXlzLnYxLkFkbWluR2V0QXVkaXRFdmVudHNSZXNwb25zZSJAkAIBuqEZFAoSYXBpa2V5czphdWRpdC5yZWFkgtPkkwIfEh0vYXBpL3YxL2FwaV9rZXlzL2F1ZGl0X2V2ZW50cxq+BLqhGbkECgdhcGlrZXlzEjkKCWtleXMucmVhZBIsTGlzdCBhbmQgcmVhZCBBUEkga2V5cyAobmV2ZXIgdGhlaXIgdG9rZW5zKS4SOQoKa2V5cy53cml0ZRIrQ3JlYXRlLCB1cGRhdGUsIHJvdGF0ZSBhbmQgZGVsZXRlIEFQSSBrZXlzLhIoCg1wb2xpY2llcy5yZWFkEhdMaXN0IGFuZCByZWFkIHBvbGljaWVzLhJVCg5wb2xpY2llcy53cml0ZRJDQ3JlYXRlLCB1cGRhdGUgYW5kIGRlbGV0ZSBwb2xpY2llcyAoZGVsZXRpbmcgb25lIGRlbGV0ZXMgaXRzIGtleXMpLhJAChBwZXJtaXNzaW9ucy5yZWFkEixMaXN0IHRoZSBwZXJtaXNzaW9ucyBzZXJ2aWNlcyBoYXZlIGRlY2xhcmVkLhJPCg5jb25zdW1lcnMucmVhZBI9TGlzdCBhbmQgcmVhZCBjb25zdW1lcnMgd2l0aCB0aGVpciBrZXlzIGFuZCBncmFudGVkIHBvbGljaWVzLhJyCg9jb25zdW1lcnMud3JpdGUSX0NyZWF0ZSBhbmQgZGVsZXRlIGNvbnN1bWVycyAoZGVsZXRpbmcgb25lIGRlbGV0ZXMgaXRzIGtleXMpIGFuZCBncmFudCBvciByZXZva2UgdGhlaXIgcG9saWNpZXMuEjAKCmF1ZGl0LnJlYWQSIlJlYWQgdGhlIGF1ZGl0IGxvZyBvZiBhZG1pbiBjYWxscy5iBnByb3RvMw", [file_apikeys_v1_audit, file_apikeys_v1_consumers, file_apikeys_v1_options, file_apikeys_v1_resources, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message apikeys.v1.AdminGetApiKeysRequest
@@ -42,6 +46,13 @@ export type AdminGetApiKeysRequest = Message<"apikeys.v1.AdminGetApiKeysRequest"
    * @generated from field: string policy_id = 3;
    */
   policyId: string;
+
+  /**
+   * Only keys of this consumer (id or username).
+   *
+   * @generated from field: string consumer = 20;
+   */
+  consumer: string;
 };
 
 /**
@@ -126,6 +137,65 @@ export type AdminCreateApiKeyRequest = Message<"apikeys.v1.AdminCreateApiKeyRequ
    * @generated from field: string policy_id = 2;
    */
   policyId: string;
+
+  /**
+   * At most 2000 characters.
+   *
+   * @generated from field: string description = 3;
+   */
+  description: string;
+
+  /**
+   * At most 64 entries; keys 1 to 128 characters, values at most 1024.
+   *
+   * @generated from field: map<string, string> metadata = 4;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * Must be in the future; unset means the key never expires.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_on = 5;
+   */
+  expiresOn?: Timestamp | undefined;
+
+  /**
+   * Unset: any origin (0.0.0.0/0 and ::/0). Set with an empty list: no origin
+   * may use the key. At most 100 CIDRs.
+   *
+   * @generated from field: apikeys.v1.CidrList allowed_cidrs = 6;
+   */
+  allowedCidrs?: CidrList | undefined;
+
+  /**
+   * Flat object: names match [A-Za-z_][A-Za-z0-9_-]* (at most 100 characters),
+   * values are strings, numbers or booleans; at most 100 entries and 16 KiB.
+   *
+   * @generated from field: google.protobuf.Struct environment = 7;
+   */
+  environment?: JsonObject | undefined;
+
+  /**
+   * Unset means unlimited.
+   *
+   * @generated from field: apikeys.v1.RateLimit rate_limit = 8;
+   */
+  rateLimit?: RateLimit | undefined;
+
+  /**
+   * Id or username of the consumer holding the key; the policy must be granted
+   * to it. Empty: the key has no consumer.
+   *
+   * @generated from field: string consumer = 20;
+   */
+  consumer: string;
+
+  /**
+   * Unspecified means CREDENTIAL_TYPE_TOKEN.
+   *
+   * @generated from field: apikeys.v1.CredentialType credential_type = 21;
+   */
+  credentialType: CredentialType;
 };
 
 /**
@@ -145,11 +215,20 @@ export type AdminCreateApiKeyResponse = Message<"apikeys.v1.AdminCreateApiKeyRes
   apiKey?: ApiKey | undefined;
 
   /**
-   * The token: shown this once, never stored or returned again.
+   * The token: shown this once, never stored or returned again. Empty for a
+   * signing key.
    *
    * @generated from field: string token = 2;
    */
   token: string;
+
+  /**
+   * For a signing key only: the HS256 secret (its UTF-8 bytes are the HMAC
+   * key), shown this once.
+   *
+   * @generated from field: string secret = 20;
+   */
+  secret: string;
 };
 
 /**
@@ -184,12 +263,63 @@ export type AdminUpdateApiKeyRequest = Message<"apikeys.v1.AdminUpdateApiKeyRequ
   enabled?: boolean | undefined;
 
   /**
-   * Fields to update ("name", "policy_id", "enabled"); when empty, every field
-   * that is set in the request.
+   * Fields to update ("name", "policy_id", "enabled", "description", "metadata",
+   * "expires_on", "allowed_cidrs", "environment", "rate_limit"); when empty,
+   * every field that is set in the request (metadata when non-empty). Named in
+   * the mask but unset, "description", "metadata" and "environment" become
+   * empty and "expires_on" and "rate_limit" are removed; "allowed_cidrs" must
+   * then be set (send an empty list to admit no origin). "consumer" may be
+   * named too; unset or empty, it removes the key's consumer.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 5;
    */
   updateMask?: FieldMask | undefined;
+
+  /**
+   * @generated from field: optional string description = 6;
+   */
+  description?: string | undefined;
+
+  /**
+   * Replaces the whole map.
+   *
+   * @generated from field: map<string, string> metadata = 7;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * Must be in the future.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_on = 8;
+   */
+  expiresOn?: Timestamp | undefined;
+
+  /**
+   * Replaces the whole list; an empty list admits no origin.
+   *
+   * @generated from field: apikeys.v1.CidrList allowed_cidrs = 9;
+   */
+  allowedCidrs?: CidrList | undefined;
+
+  /**
+   * Replaces the whole environment.
+   *
+   * @generated from field: google.protobuf.Struct environment = 10;
+   */
+  environment?: JsonObject | undefined;
+
+  /**
+   * @generated from field: apikeys.v1.RateLimit rate_limit = 11;
+   */
+  rateLimit?: RateLimit | undefined;
+
+  /**
+   * Id or username of the consumer to hold the key (the key's policy must be
+   * granted to it); empty removes the consumer.
+   *
+   * @generated from field: optional string consumer = 20;
+   */
+  consumer?: string | undefined;
 };
 
 /**
@@ -514,6 +644,349 @@ export const AdminGetApiKeyPermissionsResponseSchema: GenMessage<AdminGetApiKeyP
   messageDesc(file_apikeys_v1_admin, 21);
 
 /**
+ * @generated from message apikeys.v1.AdminCreateConsumerRequest
+ */
+export type AdminCreateConsumerRequest = Message<"apikeys.v1.AdminCreateConsumerRequest"> & {
+  /**
+   * Unique and unmodifiable: 1 to 200 characters, no whitespace or control
+   * characters, not shaped like a UUID.
+   *
+   * @generated from field: string username = 1;
+   */
+  username: string;
+};
+
+/**
+ * Describes the message apikeys.v1.AdminCreateConsumerRequest.
+ * Use `create(AdminCreateConsumerRequestSchema)` to create a new message.
+ */
+export const AdminCreateConsumerRequestSchema: GenMessage<AdminCreateConsumerRequest> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_admin, 22);
+
+/**
+ * @generated from message apikeys.v1.AdminCreateConsumerResponse
+ */
+export type AdminCreateConsumerResponse = Message<"apikeys.v1.AdminCreateConsumerResponse"> & {
+  /**
+   * @generated from field: apikeys.v1.Consumer consumer = 1;
+   */
+  consumer?: Consumer | undefined;
+};
+
+/**
+ * Describes the message apikeys.v1.AdminCreateConsumerResponse.
+ * Use `create(AdminCreateConsumerResponseSchema)` to create a new message.
+ */
+export const AdminCreateConsumerResponseSchema: GenMessage<AdminCreateConsumerResponse> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_admin, 23);
+
+/**
+ * @generated from message apikeys.v1.AdminGetConsumerRequest
+ */
+export type AdminGetConsumerRequest = Message<"apikeys.v1.AdminGetConsumerRequest"> & {
+  /**
+   * Id or username.
+   *
+   * @generated from field: string consumer = 1;
+   */
+  consumer: string;
+};
+
+/**
+ * Describes the message apikeys.v1.AdminGetConsumerRequest.
+ * Use `create(AdminGetConsumerRequestSchema)` to create a new message.
+ */
+export const AdminGetConsumerRequestSchema: GenMessage<AdminGetConsumerRequest> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_admin, 24);
+
+/**
+ * @generated from message apikeys.v1.AdminGetConsumerResponse
+ */
+export type AdminGetConsumerResponse = Message<"apikeys.v1.AdminGetConsumerResponse"> & {
+  /**
+   * @generated from field: apikeys.v1.Consumer consumer = 1;
+   */
+  consumer?: Consumer | undefined;
+
+  /**
+   * The consumer's keys, oldest first.
+   *
+   * @generated from field: repeated apikeys.v1.ApiKey api_keys = 2;
+   */
+  apiKeys: ApiKey[];
+};
+
+/**
+ * Describes the message apikeys.v1.AdminGetConsumerResponse.
+ * Use `create(AdminGetConsumerResponseSchema)` to create a new message.
+ */
+export const AdminGetConsumerResponseSchema: GenMessage<AdminGetConsumerResponse> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_admin, 25);
+
+/**
+ * @generated from message apikeys.v1.AdminGetConsumersRequest
+ */
+export type AdminGetConsumersRequest = Message<"apikeys.v1.AdminGetConsumersRequest"> & {
+  /**
+   * 1 to 1000; 0 means 100.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message apikeys.v1.AdminGetConsumersRequest.
+ * Use `create(AdminGetConsumersRequestSchema)` to create a new message.
+ */
+export const AdminGetConsumersRequestSchema: GenMessage<AdminGetConsumersRequest> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_admin, 26);
+
+/**
+ * @generated from message apikeys.v1.AdminGetConsumersResponse
+ */
+export type AdminGetConsumersResponse = Message<"apikeys.v1.AdminGetConsumersResponse"> & {
+  /**
+   * Sorted by username.
+   *
+   * @generated from field: repeated apikeys.v1.Consumer consumers = 1;
+   */
+  consumers: Consumer[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message apikeys.v1.AdminGetConsumersResponse.
+ * Use `create(AdminGetConsumersResponseSchema)` to create a new message.
+ */
+export const AdminGetConsumersResponseSchema: GenMessage<AdminGetConsumersResponse> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_admin, 27);
+
+/**
+ * @generated from message apikeys.v1.AdminDeleteConsumerRequest
+ */
+export type AdminDeleteConsumerRequest = Message<"apikeys.v1.AdminDeleteConsumerRequest"> & {
+  /**
+   * Id or username.
+   *
+   * @generated from field: string consumer = 1;
+   */
+  consumer: string;
+};
+
+/**
+ * Describes the message apikeys.v1.AdminDeleteConsumerRequest.
+ * Use `create(AdminDeleteConsumerRequestSchema)` to create a new message.
+ */
+export const AdminDeleteConsumerRequestSchema: GenMessage<AdminDeleteConsumerRequest> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_admin, 28);
+
+/**
+ * @generated from message apikeys.v1.AdminDeleteConsumerResponse
+ */
+export type AdminDeleteConsumerResponse = Message<"apikeys.v1.AdminDeleteConsumerResponse"> & {
+  /**
+   * The consumer as it was before deletion.
+   *
+   * @generated from field: apikeys.v1.Consumer consumer_deleted = 1;
+   */
+  consumerDeleted?: Consumer | undefined;
+
+  /**
+   * How many keys were deleted with it.
+   *
+   * @generated from field: int32 api_keys_deleted = 2;
+   */
+  apiKeysDeleted: number;
+};
+
+/**
+ * Describes the message apikeys.v1.AdminDeleteConsumerResponse.
+ * Use `create(AdminDeleteConsumerResponseSchema)` to create a new message.
+ */
+export const AdminDeleteConsumerResponseSchema: GenMessage<AdminDeleteConsumerResponse> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_admin, 29);
+
+/**
+ * @generated from message apikeys.v1.AdminGrantConsumerPoliciesRequest
+ */
+export type AdminGrantConsumerPoliciesRequest = Message<"apikeys.v1.AdminGrantConsumerPoliciesRequest"> & {
+  /**
+   * Id or username.
+   *
+   * @generated from field: string consumer = 1;
+   */
+  consumer: string;
+
+  /**
+   * Ids of existing policies.
+   *
+   * @generated from field: repeated string policy_ids = 2;
+   */
+  policyIds: string[];
+};
+
+/**
+ * Describes the message apikeys.v1.AdminGrantConsumerPoliciesRequest.
+ * Use `create(AdminGrantConsumerPoliciesRequestSchema)` to create a new message.
+ */
+export const AdminGrantConsumerPoliciesRequestSchema: GenMessage<AdminGrantConsumerPoliciesRequest> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_admin, 30);
+
+/**
+ * @generated from message apikeys.v1.AdminGrantConsumerPoliciesResponse
+ */
+export type AdminGrantConsumerPoliciesResponse = Message<"apikeys.v1.AdminGrantConsumerPoliciesResponse"> & {
+  /**
+   * @generated from field: apikeys.v1.Consumer consumer = 1;
+   */
+  consumer?: Consumer | undefined;
+};
+
+/**
+ * Describes the message apikeys.v1.AdminGrantConsumerPoliciesResponse.
+ * Use `create(AdminGrantConsumerPoliciesResponseSchema)` to create a new message.
+ */
+export const AdminGrantConsumerPoliciesResponseSchema: GenMessage<AdminGrantConsumerPoliciesResponse> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_admin, 31);
+
+/**
+ * @generated from message apikeys.v1.AdminRevokeConsumerPoliciesRequest
+ */
+export type AdminRevokeConsumerPoliciesRequest = Message<"apikeys.v1.AdminRevokeConsumerPoliciesRequest"> & {
+  /**
+   * Id or username.
+   *
+   * @generated from field: string consumer = 1;
+   */
+  consumer: string;
+
+  /**
+   * Ids of policies to withdraw; ones not granted are ignored.
+   *
+   * @generated from field: repeated string policy_ids = 2;
+   */
+  policyIds: string[];
+};
+
+/**
+ * Describes the message apikeys.v1.AdminRevokeConsumerPoliciesRequest.
+ * Use `create(AdminRevokeConsumerPoliciesRequestSchema)` to create a new message.
+ */
+export const AdminRevokeConsumerPoliciesRequestSchema: GenMessage<AdminRevokeConsumerPoliciesRequest> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_admin, 32);
+
+/**
+ * @generated from message apikeys.v1.AdminRevokeConsumerPoliciesResponse
+ */
+export type AdminRevokeConsumerPoliciesResponse = Message<"apikeys.v1.AdminRevokeConsumerPoliciesResponse"> & {
+  /**
+   * @generated from field: apikeys.v1.Consumer consumer = 1;
+   */
+  consumer?: Consumer | undefined;
+};
+
+/**
+ * Describes the message apikeys.v1.AdminRevokeConsumerPoliciesResponse.
+ * Use `create(AdminRevokeConsumerPoliciesResponseSchema)` to create a new message.
+ */
+export const AdminRevokeConsumerPoliciesResponseSchema: GenMessage<AdminRevokeConsumerPoliciesResponse> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_admin, 33);
+
+/**
+ * @generated from message apikeys.v1.AdminGetAuditEventsRequest
+ */
+export type AdminGetAuditEventsRequest = Message<"apikeys.v1.AdminGetAuditEventsRequest"> & {
+  /**
+   * 1 to 1000; 0 means 100.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * Only events naming this target id (key, policy or consumer id).
+   *
+   * @generated from field: string target_id = 3;
+   */
+  targetId: string;
+
+  /**
+   * Only events of calls made with this key id.
+   *
+   * @generated from field: string actor_key_id = 4;
+   */
+  actorKeyId: string;
+
+  /**
+   * Only events at or after this instant.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 5;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * Only events before this instant.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 6;
+   */
+  endTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message apikeys.v1.AdminGetAuditEventsRequest.
+ * Use `create(AdminGetAuditEventsRequestSchema)` to create a new message.
+ */
+export const AdminGetAuditEventsRequestSchema: GenMessage<AdminGetAuditEventsRequest> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_admin, 34);
+
+/**
+ * @generated from message apikeys.v1.AdminGetAuditEventsResponse
+ */
+export type AdminGetAuditEventsResponse = Message<"apikeys.v1.AdminGetAuditEventsResponse"> & {
+  /**
+   * Newest first.
+   *
+   * @generated from field: repeated apikeys.v1.AuditEvent events = 1;
+   */
+  events: AuditEvent[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message apikeys.v1.AdminGetAuditEventsResponse.
+ * Use `create(AdminGetAuditEventsResponseSchema)` to create a new message.
+ */
+export const AdminGetAuditEventsResponseSchema: GenMessage<AdminGetAuditEventsResponse> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_admin, 35);
+
+/**
  * The admin plane: every RPC needs a key whose policy grants the named
  * `apikeys:` permission. Can be served on its own port (ADMIN_PORT).
  *
@@ -541,7 +1014,8 @@ export const ApiKeysAdminService: GenService<{
     output: typeof AdminGetApiKeyResponseSchema;
   },
   /**
-   * Creates a key bound to a policy and returns its token, the only time it is shown.
+   * Creates a key bound to a policy and returns its token, the only time it is
+   * shown. A key created under the name of a deleted key gets that key's id back.
    *
    * @generated from rpc apikeys.v1.ApiKeysAdminService.AdminCreateApiKey
    */
@@ -551,7 +1025,8 @@ export const ApiKeysAdminService: GenService<{
     output: typeof AdminCreateApiKeyResponseSchema;
   },
   /**
-   * Renames a key, moves it to another policy, or enables/disables it.
+   * Changes a key's name, policy, enabled flag, description, metadata, expiry,
+   * allowed CIDRs, environment or rate limit; the token stays the same.
    *
    * @generated from rpc apikeys.v1.ApiKeysAdminService.AdminUpdateApiKey
    */
@@ -630,6 +1105,76 @@ export const ApiKeysAdminService: GenService<{
     methodKind: "unary";
     input: typeof AdminGetApiKeyPermissionsRequestSchema;
     output: typeof AdminGetApiKeyPermissionsResponseSchema;
+  },
+  /**
+   * Creates a consumer: who holds keys (a team, partner or service).
+   *
+   * @generated from rpc apikeys.v1.ApiKeysAdminService.AdminCreateConsumer
+   */
+  adminCreateConsumer: {
+    methodKind: "unary";
+    input: typeof AdminCreateConsumerRequestSchema;
+    output: typeof AdminCreateConsumerResponseSchema;
+  },
+  /**
+   * Reads one consumer, by id or username, with its keys and granted policies.
+   *
+   * @generated from rpc apikeys.v1.ApiKeysAdminService.AdminGetConsumer
+   */
+  adminGetConsumer: {
+    methodKind: "unary";
+    input: typeof AdminGetConsumerRequestSchema;
+    output: typeof AdminGetConsumerResponseSchema;
+  },
+  /**
+   * Lists consumers by username, paged.
+   *
+   * @generated from rpc apikeys.v1.ApiKeysAdminService.AdminGetConsumers
+   */
+  adminGetConsumers: {
+    methodKind: "unary";
+    input: typeof AdminGetConsumersRequestSchema;
+    output: typeof AdminGetConsumersResponseSchema;
+  },
+  /**
+   * Deletes a consumer and, in the same transaction, every key it holds.
+   *
+   * @generated from rpc apikeys.v1.ApiKeysAdminService.AdminDeleteConsumer
+   */
+  adminDeleteConsumer: {
+    methodKind: "unary";
+    input: typeof AdminDeleteConsumerRequestSchema;
+    output: typeof AdminDeleteConsumerResponseSchema;
+  },
+  /**
+   * Lets a consumer's keys use these policies; granting one already granted is a no-op.
+   *
+   * @generated from rpc apikeys.v1.ApiKeysAdminService.AdminGrantConsumerPolicies
+   */
+  adminGrantConsumerPolicies: {
+    methodKind: "unary";
+    input: typeof AdminGrantConsumerPoliciesRequestSchema;
+    output: typeof AdminGrantConsumerPoliciesResponseSchema;
+  },
+  /**
+   * Withdraws policy grants; refused while a key of the consumer still uses one.
+   *
+   * @generated from rpc apikeys.v1.ApiKeysAdminService.AdminRevokeConsumerPolicies
+   */
+  adminRevokeConsumerPolicies: {
+    methodKind: "unary";
+    input: typeof AdminRevokeConsumerPoliciesRequestSchema;
+    output: typeof AdminRevokeConsumerPoliciesResponseSchema;
+  },
+  /**
+   * Lists audit events, newest first, paged and filtered.
+   *
+   * @generated from rpc apikeys.v1.ApiKeysAdminService.AdminGetAuditEvents
+   */
+  adminGetAuditEvents: {
+    methodKind: "unary";
+    input: typeof AdminGetAuditEventsRequestSchema;
+    output: typeof AdminGetAuditEventsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_apikeys_v1_admin, 0);

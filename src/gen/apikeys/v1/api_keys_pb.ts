@@ -10,14 +10,14 @@ import type { ApiKey, Permission } from "./resources_pb.js";
 import { file_apikeys_v1_resources } from "./resources_pb.js";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import type { Duration } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
-import type { Message } from "@bufbuild/protobuf";
+import { file_google_protobuf_duration, file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file apikeys/v1/api_keys.proto.
  */
 export const file_apikeys_v1_api_keys: GenFile = /*@__PURE__*/
-  fileDesc("ChlhcGlrZXlzL3YxL2FwaV9rZXlzLnByb3RvEgphcGlrZXlzLnYxIlYKElZlcmlmeVRva2VuUmVxdWVzdBINCgV0b2tlbhgBIAEoCRIOCgZhbGxfb2YYAiADKAkSDgoGYW55X29mGAMgAygJEhEKCWNsaWVudF9pcBgEIAEoCSLDAQoTVmVyaWZ5VG9rZW5SZXNwb25zZRINCgV2YWxpZBgBIAEoCBIkCgRjb2RlGAIgASgOMhYuYXBpa2V5cy52MS5WZXJpZnlDb2RlEiMKB2FwaV9rZXkYAyABKAsyEi5hcGlrZXlzLnYxLkFwaUtleRITCgtwZXJtaXNzaW9ucxgEIAMoCRIPCgdtaXNzaW5nGAUgAygJEiwKCWNhY2hlX3R0bBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJlChpSZWdpc3RlclBlcm1pc3Npb25zUmVxdWVzdBIPCgdzZXJ2aWNlGAEgASgJEjYKC3Blcm1pc3Npb25zGAIgAygLMiEuYXBpa2V5cy52MS5QZXJtaXNzaW9uRGVjbGFyYXRpb24iSgobUmVnaXN0ZXJQZXJtaXNzaW9uc1Jlc3BvbnNlEisKC3Blcm1pc3Npb25zGAEgAygLMhYuYXBpa2V5cy52MS5QZXJtaXNzaW9uIhMKEVRlc3RBcGlLZXlSZXF1ZXN0Ik4KElRlc3RBcGlLZXlSZXNwb25zZRIjCgdhcGlfa2V5GAEgASgLMhIuYXBpa2V5cy52MS5BcGlLZXkSEwoLcGVybWlzc2lvbnMYAiADKAkiGQoXR2V0U2VydmljZUhlYWx0aFJlcXVlc3QiXAoYR2V0U2VydmljZUhlYWx0aFJlc3BvbnNlEg8KB2hlYWx0aHkYASABKAgSLwoKY29tcG9uZW50cxgCIAMoCzIbLmFwaWtleXMudjEuQ29tcG9uZW50SGVhbHRoIkEKD0NvbXBvbmVudEhlYWx0aBIMCgRuYW1lGAEgASgJEg8KB2hlYWx0aHkYAiABKAgSDwoHbWVzc2FnZRgDIAEoCSr2AQoKVmVyaWZ5Q29kZRIbChdWRVJJRllfQ09ERV9VTlNQRUNJRklFRBAAEhUKEVZFUklGWV9DT0RFX1ZBTElEEAESGQoVVkVSSUZZX0NPREVfTk9UX0ZPVU5EEAISGAoUVkVSSUZZX0NPREVfRElTQUJMRUQQAxIXChNWRVJJRllfQ09ERV9FWFBJUkVEEAQSHgoaVkVSSUZZX0NPREVfSVBfTk9UX0FMTE9XRUQQBRIoCiRWRVJJRllfQ09ERV9JTlNVRkZJQ0lFTlRfUEVSTUlTU0lPTlMQBhIcChhWRVJJRllfQ09ERV9SQVRFX0xJTUlURUQQBzKRBgoOQXBpS2V5c1NlcnZpY2USiQEKC1ZlcmlmeVRva2VuEh4uYXBpa2V5cy52MS5WZXJpZnlUb2tlblJlcXVlc3QaHy5hcGlrZXlzLnYxLlZlcmlmeVRva2VuUmVzcG9uc2UiOZACAbqhGRAKDmFwaWtleXM6dmVyaWZ5gtPkkwIcOgEqIhcvYXBpL3YxL2FwaV9rZXlzL3ZlcmlmeRK9AQoTUmVnaXN0ZXJQZXJtaXNzaW9ucxImLmFwaWtleXMudjEuUmVnaXN0ZXJQZXJtaXNzaW9uc1JlcXVlc3QaJy5hcGlrZXlzLnYxLlJlZ2lzdGVyUGVybWlzc2lvbnNSZXNwb25zZSJVkAICuqEZHgocYXBpa2V5czpwZXJtaXNzaW9ucy5yZWdpc3RlcoLT5JMCKjoBKiIlL2FwaS92MS9hcGlfa2V5cy9wZXJtaXNzaW9uczpyZWdpc3RlchJzCgpUZXN0QXBpS2V5Eh0uYXBpa2V5cy52MS5UZXN0QXBpS2V5UmVxdWVzdBoeLmFwaWtleXMudjEuVGVzdEFwaUtleVJlc3BvbnNlIiaQAgG6oRkCGAGC0+STAhcSFS9hcGkvdjEvYXBpX2tleXMvdGVzdBKIAQoQR2V0U2VydmljZUhlYWx0aBIjLmFwaWtleXMudjEuR2V0U2VydmljZUhlYWx0aFJlcXVlc3QaJC5hcGlrZXlzLnYxLkdldFNlcnZpY2VIZWFsdGhSZXNwb25zZSIpkAIBuqEZAiABgtPkkwIaEhgvYXBpL3YxL2FwaV9rZXlzL2hlYWx0aHoasgG6oRmtAQoHYXBpa2V5cxJPCgZ2ZXJpZnkSRVZlcmlmeSBBUEkga2V5cyB3aXRoIFZlcmlmeVRva2VuIChoZWxkIGJ5IHNlcnZpY2VzIHRoYXQgYWNjZXB0IGtleXMpLhJRChRwZXJtaXNzaW9ucy5yZWdpc3RlchI5RGVjbGFyZSBhIHNlcnZpY2UncyBwZXJtaXNzaW9ucyB3aXRoIFJlZ2lzdGVyUGVybWlzc2lvbnMuYgZwcm90bzM", [file_apikeys_v1_options, file_apikeys_v1_resources, file_google_api_annotations, file_google_protobuf_duration]);
+  fileDesc("ChlhcGlrZXlzL3YxL2FwaV9rZXlzLnByb3RvEgphcGlrZXlzLnYxIlYKElZlcmlmeVRva2VuUmVxdWVzdBINCgV0b2tlbhgBIAEoCRIOCgZhbGxfb2YYAiADKAkSDgoGYW55X29mGAMgAygJEhEKCWNsaWVudF9pcBgEIAEoCSLxAQoTVmVyaWZ5VG9rZW5SZXNwb25zZRINCgV2YWxpZBgBIAEoCBIkCgRjb2RlGAIgASgOMhYuYXBpa2V5cy52MS5WZXJpZnlDb2RlEiMKB2FwaV9rZXkYAyABKAsyEi5hcGlrZXlzLnYxLkFwaUtleRITCgtwZXJtaXNzaW9ucxgEIAMoCRIPCgdtaXNzaW5nGAUgAygJEiwKCWNhY2hlX3R0bBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgtlbnZpcm9ubWVudBgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiZQoaUmVnaXN0ZXJQZXJtaXNzaW9uc1JlcXVlc3QSDwoHc2VydmljZRgBIAEoCRI2CgtwZXJtaXNzaW9ucxgCIAMoCzIhLmFwaWtleXMudjEuUGVybWlzc2lvbkRlY2xhcmF0aW9uIkoKG1JlZ2lzdGVyUGVybWlzc2lvbnNSZXNwb25zZRIrCgtwZXJtaXNzaW9ucxgBIAMoCzIWLmFwaWtleXMudjEuUGVybWlzc2lvbiIbChlXYXRjaEludmFsaWRhdGlvbnNSZXF1ZXN0IpADChpXYXRjaEludmFsaWRhdGlvbnNSZXNwb25zZRI/CgZyZXN5bmMYASABKAsyLS5hcGlrZXlzLnYxLldhdGNoSW52YWxpZGF0aW9uc1Jlc3BvbnNlLlJlc3luY0gAEksKDGludmFsaWRhdGlvbhgCIAEoCzIzLmFwaWtleXMudjEuV2F0Y2hJbnZhbGlkYXRpb25zUmVzcG9uc2UuSW52YWxpZGF0aW9uSAASRQoJaGVhcnRiZWF0GAMgASgLMjAuYXBpa2V5cy52MS5XYXRjaEludmFsaWRhdGlvbnNSZXNwb25zZS5IZWFydGJlYXRIABo/CgZSZXN5bmMSNQoSaGVhcnRiZWF0X2ludGVydmFsGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uGkYKDEludmFsaWRhdGlvbhIqCgRraW5kGAEgASgOMhwuYXBpa2V5cy52MS5JbnZhbGlkYXRpb25LaW5kEgoKAmlkGAIgASgJGgsKCUhlYXJ0YmVhdEIHCgVldmVudCI9ChhSZXBvcnRMZWFrZWRUb2tlblJlcXVlc3QSDQoFdG9rZW4YASABKAkSEgoKc291cmNlX3VybBgCIAEoCSI+ChlSZXBvcnRMZWFrZWRUb2tlblJlc3BvbnNlEhIKCnJlY29nbml6ZWQYASABKAgSDQoFZm91bmQYAiABKAgiEwoRVGVzdEFwaUtleVJlcXVlc3QiTgoSVGVzdEFwaUtleVJlc3BvbnNlEiMKB2FwaV9rZXkYASABKAsyEi5hcGlrZXlzLnYxLkFwaUtleRITCgtwZXJtaXNzaW9ucxgCIAMoCSIZChdHZXRTZXJ2aWNlSGVhbHRoUmVxdWVzdCJcChhHZXRTZXJ2aWNlSGVhbHRoUmVzcG9uc2USDwoHaGVhbHRoeRgBIAEoCBIvCgpjb21wb25lbnRzGAIgAygLMhsuYXBpa2V5cy52MS5Db21wb25lbnRIZWFsdGgiQQoPQ29tcG9uZW50SGVhbHRoEgwKBG5hbWUYASABKAkSDwoHaGVhbHRoeRgCIAEoCBIPCgdtZXNzYWdlGAMgASgJKtMCCgpWZXJpZnlDb2RlEhsKF1ZFUklGWV9DT0RFX1VOU1BFQ0lGSUVEEAASFQoRVkVSSUZZX0NPREVfVkFMSUQQARIZChVWRVJJRllfQ09ERV9OT1RfRk9VTkQQAhIYChRWRVJJRllfQ09ERV9ESVNBQkxFRBADEhcKE1ZFUklGWV9DT0RFX0VYUElSRUQQBBIeChpWRVJJRllfQ09ERV9JUF9OT1RfQUxMT1dFRBAFEigKJFZFUklGWV9DT0RFX0lOU1VGRklDSUVOVF9QRVJNSVNTSU9OUxAGEhwKGFZFUklGWV9DT0RFX1JBVEVfTElNSVRFRBAHEiEKHVZFUklGWV9DT0RFX1NJR05BVFVSRV9JTlZBTElEEAgSHgoaVkVSSUZZX0NPREVfQ0xBSU1TX0lOVkFMSUQQCRIYChRWRVJJRllfQ09ERV9SRVBMQVlFRBAKKm4KEEludmFsaWRhdGlvbktpbmQSIQodSU5WQUxJREFUSU9OX0tJTkRfVU5TUEVDSUZJRUQQABIZChVJTlZBTElEQVRJT05fS0lORF9LRVkQARIcChhJTlZBTElEQVRJT05fS0lORF9QT0xJQ1kQAjKMCQoOQXBpS2V5c1NlcnZpY2USiQEKC1ZlcmlmeVRva2VuEh4uYXBpa2V5cy52MS5WZXJpZnlUb2tlblJlcXVlc3QaHy5hcGlrZXlzLnYxLlZlcmlmeVRva2VuUmVzcG9uc2UiOZACAbqhGRAKDmFwaWtleXM6dmVyaWZ5gtPkkwIcOgEqIhcvYXBpL3YxL2FwaV9rZXlzL3ZlcmlmeRK9AQoTUmVnaXN0ZXJQZXJtaXNzaW9ucxImLmFwaWtleXMudjEuUmVnaXN0ZXJQZXJtaXNzaW9uc1JlcXVlc3QaJy5hcGlrZXlzLnYxLlJlZ2lzdGVyUGVybWlzc2lvbnNSZXNwb25zZSJVkAICuqEZHgocYXBpa2V5czpwZXJtaXNzaW9ucy5yZWdpc3RlcoLT5JMCKjoBKiIlL2FwaS92MS9hcGlfa2V5cy9wZXJtaXNzaW9uczpyZWdpc3RlchJ7ChJXYXRjaEludmFsaWRhdGlvbnMSJS5hcGlrZXlzLnYxLldhdGNoSW52YWxpZGF0aW9uc1JlcXVlc3QaJi5hcGlrZXlzLnYxLldhdGNoSW52YWxpZGF0aW9uc1Jlc3BvbnNlIhS6oRkQCg5hcGlrZXlzOnZlcmlmeTABEqQBChFSZXBvcnRMZWFrZWRUb2tlbhIkLmFwaWtleXMudjEuUmVwb3J0TGVha2VkVG9rZW5SZXF1ZXN0GiUuYXBpa2V5cy52MS5SZXBvcnRMZWFrZWRUb2tlblJlc3BvbnNlIkK6oRkWChRhcGlrZXlzOmxlYWtzLnJlcG9ydILT5JMCIjoBKiIdL2FwaS92MS9hcGlfa2V5cy9sZWFrczpyZXBvcnQScwoKVGVzdEFwaUtleRIdLmFwaWtleXMudjEuVGVzdEFwaUtleVJlcXVlc3QaHi5hcGlrZXlzLnYxLlRlc3RBcGlLZXlSZXNwb25zZSImkAIBuqEZAhgBgtPkkwIXEhUvYXBpL3YxL2FwaV9rZXlzL3Rlc3QSiAEKEEdldFNlcnZpY2VIZWFsdGgSIy5hcGlrZXlzLnYxLkdldFNlcnZpY2VIZWFsdGhSZXF1ZXN0GiQuYXBpa2V5cy52MS5HZXRTZXJ2aWNlSGVhbHRoUmVzcG9uc2UiKZACAbqhGQIgAYLT5JMCGhIYL2FwaS92MS9hcGlfa2V5cy9oZWFsdGh6GokCuqEZhAIKB2FwaWtleXMSTwoGdmVyaWZ5EkVWZXJpZnkgQVBJIGtleXMgd2l0aCBWZXJpZnlUb2tlbiAoaGVsZCBieSBzZXJ2aWNlcyB0aGF0IGFjY2VwdCBrZXlzKS4SUQoUcGVybWlzc2lvbnMucmVnaXN0ZXISOURlY2xhcmUgYSBzZXJ2aWNlJ3MgcGVybWlzc2lvbnMgd2l0aCBSZWdpc3RlclBlcm1pc3Npb25zLhJVCgxsZWFrcy5yZXBvcnQSRVJlcG9ydCBhIGxlYWtlZCB0b2tlbiB3aXRoIFJlcG9ydExlYWtlZFRva2VuLCB3aGljaCBkaXNhYmxlcyBpdHMga2V5LmIGcHJvdG8z", [file_apikeys_v1_options, file_apikeys_v1_resources, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * @generated from message apikeys.v1.VerifyTokenRequest
@@ -45,7 +45,8 @@ export type VerifyTokenRequest = Message<"apikeys.v1.VerifyTokenRequest"> & {
   anyOf: string[];
 
   /**
-   * The caller's address, checked against the key's allowed CIDRs.
+   * The caller's address, checked against the key's allowed CIDRs. When empty,
+   * only keys that admit any origin (both 0.0.0.0/0 and ::/0) pass.
    *
    * @generated from field: string client_ip = 4;
    */
@@ -104,6 +105,14 @@ export type VerifyTokenResponse = Message<"apikeys.v1.VerifyTokenResponse"> & {
    * @generated from field: google.protobuf.Duration cache_ttl = 6;
    */
   cacheTtl?: Duration | undefined;
+
+  /**
+   * The key's environment (flat: string, number and boolean values), set
+   * whenever api_key is.
+   *
+   * @generated from field: google.protobuf.Struct environment = 7;
+   */
+  environment?: JsonObject | undefined;
 };
 
 /**
@@ -160,6 +169,171 @@ export const RegisterPermissionsResponseSchema: GenMessage<RegisterPermissionsRe
   messageDesc(file_apikeys_v1_api_keys, 3);
 
 /**
+ * @generated from message apikeys.v1.WatchInvalidationsRequest
+ */
+export type WatchInvalidationsRequest = Message<"apikeys.v1.WatchInvalidationsRequest"> & {
+};
+
+/**
+ * Describes the message apikeys.v1.WatchInvalidationsRequest.
+ * Use `create(WatchInvalidationsRequestSchema)` to create a new message.
+ */
+export const WatchInvalidationsRequestSchema: GenMessage<WatchInvalidationsRequest> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_api_keys, 4);
+
+/**
+ * @generated from message apikeys.v1.WatchInvalidationsResponse
+ */
+export type WatchInvalidationsResponse = Message<"apikeys.v1.WatchInvalidationsResponse"> & {
+  /**
+   * @generated from oneof apikeys.v1.WatchInvalidationsResponse.event
+   */
+  event: {
+    /**
+     * Drop every cached verdict: sent first on every stream, since events from
+     * before it may have been missed.
+     *
+     * @generated from field: apikeys.v1.WatchInvalidationsResponse.Resync resync = 1;
+     */
+    value: WatchInvalidationsResponse_Resync;
+    case: "resync";
+  } | {
+    /**
+     * Cached verdicts of one key, or of every key of one policy, are stale.
+     *
+     * @generated from field: apikeys.v1.WatchInvalidationsResponse.Invalidation invalidation = 2;
+     */
+    value: WatchInvalidationsResponse_Invalidation;
+    case: "invalidation";
+  } | {
+    /**
+     * Nothing changed; proves the stream is alive.
+     *
+     * @generated from field: apikeys.v1.WatchInvalidationsResponse.Heartbeat heartbeat = 3;
+     */
+    value: WatchInvalidationsResponse_Heartbeat;
+    case: "heartbeat";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message apikeys.v1.WatchInvalidationsResponse.
+ * Use `create(WatchInvalidationsResponseSchema)` to create a new message.
+ */
+export const WatchInvalidationsResponseSchema: GenMessage<WatchInvalidationsResponse> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_api_keys, 5);
+
+/**
+ * @generated from message apikeys.v1.WatchInvalidationsResponse.Resync
+ */
+export type WatchInvalidationsResponse_Resync = Message<"apikeys.v1.WatchInvalidationsResponse.Resync"> & {
+  /**
+   * How often the server sends a heartbeat on an otherwise idle stream; a
+   * client that hears nothing for a few intervals should reconnect.
+   *
+   * @generated from field: google.protobuf.Duration heartbeat_interval = 1;
+   */
+  heartbeatInterval?: Duration | undefined;
+};
+
+/**
+ * Describes the message apikeys.v1.WatchInvalidationsResponse.Resync.
+ * Use `create(WatchInvalidationsResponse_ResyncSchema)` to create a new message.
+ */
+export const WatchInvalidationsResponse_ResyncSchema: GenMessage<WatchInvalidationsResponse_Resync> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_api_keys, 5, 0);
+
+/**
+ * @generated from message apikeys.v1.WatchInvalidationsResponse.Invalidation
+ */
+export type WatchInvalidationsResponse_Invalidation = Message<"apikeys.v1.WatchInvalidationsResponse.Invalidation"> & {
+  /**
+   * @generated from field: apikeys.v1.InvalidationKind kind = 1;
+   */
+  kind: InvalidationKind;
+
+  /**
+   * Id of the key or policy.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message apikeys.v1.WatchInvalidationsResponse.Invalidation.
+ * Use `create(WatchInvalidationsResponse_InvalidationSchema)` to create a new message.
+ */
+export const WatchInvalidationsResponse_InvalidationSchema: GenMessage<WatchInvalidationsResponse_Invalidation> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_api_keys, 5, 1);
+
+/**
+ * @generated from message apikeys.v1.WatchInvalidationsResponse.Heartbeat
+ */
+export type WatchInvalidationsResponse_Heartbeat = Message<"apikeys.v1.WatchInvalidationsResponse.Heartbeat"> & {
+};
+
+/**
+ * Describes the message apikeys.v1.WatchInvalidationsResponse.Heartbeat.
+ * Use `create(WatchInvalidationsResponse_HeartbeatSchema)` to create a new message.
+ */
+export const WatchInvalidationsResponse_HeartbeatSchema: GenMessage<WatchInvalidationsResponse_Heartbeat> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_api_keys, 5, 2);
+
+/**
+ * @generated from message apikeys.v1.ReportLeakedTokenRequest
+ */
+export type ReportLeakedTokenRequest = Message<"apikeys.v1.ReportLeakedTokenRequest"> & {
+  /**
+   * The leaked token, as found.
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+
+  /**
+   * Where it was found (http or https URL, at most 2048 characters); optional.
+   *
+   * @generated from field: string source_url = 2;
+   */
+  sourceUrl: string;
+};
+
+/**
+ * Describes the message apikeys.v1.ReportLeakedTokenRequest.
+ * Use `create(ReportLeakedTokenRequestSchema)` to create a new message.
+ */
+export const ReportLeakedTokenRequestSchema: GenMessage<ReportLeakedTokenRequest> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_api_keys, 6);
+
+/**
+ * @generated from message apikeys.v1.ReportLeakedTokenResponse
+ */
+export type ReportLeakedTokenResponse = Message<"apikeys.v1.ReportLeakedTokenResponse"> & {
+  /**
+   * The token has this service's prefix and a valid checksum.
+   *
+   * @generated from field: bool recognized = 1;
+   */
+  recognized: boolean;
+
+  /**
+   * It identified a key (current token, or previous one within its rotation
+   * grace period), which is now disabled.
+   *
+   * @generated from field: bool found = 2;
+   */
+  found: boolean;
+};
+
+/**
+ * Describes the message apikeys.v1.ReportLeakedTokenResponse.
+ * Use `create(ReportLeakedTokenResponseSchema)` to create a new message.
+ */
+export const ReportLeakedTokenResponseSchema: GenMessage<ReportLeakedTokenResponse> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_api_keys, 7);
+
+/**
  * @generated from message apikeys.v1.TestApiKeyRequest
  */
 export type TestApiKeyRequest = Message<"apikeys.v1.TestApiKeyRequest"> & {
@@ -170,7 +344,7 @@ export type TestApiKeyRequest = Message<"apikeys.v1.TestApiKeyRequest"> & {
  * Use `create(TestApiKeyRequestSchema)` to create a new message.
  */
 export const TestApiKeyRequestSchema: GenMessage<TestApiKeyRequest> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_api_keys, 4);
+  messageDesc(file_apikeys_v1_api_keys, 8);
 
 /**
  * @generated from message apikeys.v1.TestApiKeyResponse
@@ -196,7 +370,7 @@ export type TestApiKeyResponse = Message<"apikeys.v1.TestApiKeyResponse"> & {
  * Use `create(TestApiKeyResponseSchema)` to create a new message.
  */
 export const TestApiKeyResponseSchema: GenMessage<TestApiKeyResponse> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_api_keys, 5);
+  messageDesc(file_apikeys_v1_api_keys, 9);
 
 /**
  * @generated from message apikeys.v1.GetServiceHealthRequest
@@ -209,7 +383,7 @@ export type GetServiceHealthRequest = Message<"apikeys.v1.GetServiceHealthReques
  * Use `create(GetServiceHealthRequestSchema)` to create a new message.
  */
 export const GetServiceHealthRequestSchema: GenMessage<GetServiceHealthRequest> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_api_keys, 6);
+  messageDesc(file_apikeys_v1_api_keys, 10);
 
 /**
  * @generated from message apikeys.v1.GetServiceHealthResponse
@@ -233,7 +407,7 @@ export type GetServiceHealthResponse = Message<"apikeys.v1.GetServiceHealthRespo
  * Use `create(GetServiceHealthResponseSchema)` to create a new message.
  */
 export const GetServiceHealthResponseSchema: GenMessage<GetServiceHealthResponse> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_api_keys, 7);
+  messageDesc(file_apikeys_v1_api_keys, 11);
 
 /**
  * @generated from message apikeys.v1.ComponentHealth
@@ -264,7 +438,7 @@ export type ComponentHealth = Message<"apikeys.v1.ComponentHealth"> & {
  * Use `create(ComponentHealthSchema)` to create a new message.
  */
 export const ComponentHealthSchema: GenMessage<ComponentHealth> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_api_keys, 8);
+  messageDesc(file_apikeys_v1_api_keys, 12);
 
 /**
  * Why a token was accepted or refused.
@@ -325,6 +499,29 @@ export enum VerifyCode {
    * @generated from enum value: VERIFY_CODE_RATE_LIMITED = 7;
    */
   RATE_LIMITED = 7,
+
+  /**
+   * A signed (JWT) credential whose signature does not verify, or that is not
+   * signed with HS256 (including "alg": "none").
+   *
+   * @generated from enum value: VERIFY_CODE_SIGNATURE_INVALID = 8;
+   */
+  SIGNATURE_INVALID = 8,
+
+  /**
+   * A signed credential with missing or unacceptable claims: no iat or exp, iat
+   * in the future beyond the allowed clock skew, or a lifetime above the maximum.
+   *
+   * @generated from enum value: VERIFY_CODE_CLAIMS_INVALID = 9;
+   */
+  CLAIMS_INVALID = 9,
+
+  /**
+   * A signed credential whose jti was already used within its lifetime.
+   *
+   * @generated from enum value: VERIFY_CODE_REPLAYED = 10;
+   */
+  REPLAYED = 10,
 }
 
 /**
@@ -332,6 +529,38 @@ export enum VerifyCode {
  */
 export const VerifyCodeSchema: GenEnum<VerifyCode> = /*@__PURE__*/
   enumDesc(file_apikeys_v1_api_keys, 0);
+
+/**
+ * What an invalidation applies to.
+ *
+ * @generated from enum apikeys.v1.InvalidationKind
+ */
+export enum InvalidationKind {
+  /**
+   * @generated from enum value: INVALIDATION_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * One API key.
+   *
+   * @generated from enum value: INVALIDATION_KIND_KEY = 1;
+   */
+  KEY = 1,
+
+  /**
+   * Every key that uses one policy.
+   *
+   * @generated from enum value: INVALIDATION_KIND_POLICY = 2;
+   */
+  POLICY = 2,
+}
+
+/**
+ * Describes the enum apikeys.v1.InvalidationKind.
+ */
+export const InvalidationKindSchema: GenEnum<InvalidationKind> = /*@__PURE__*/
+  enumDesc(file_apikeys_v1_api_keys, 1);
 
 /**
  * The data plane: called by the services that accept API keys.
@@ -360,6 +589,30 @@ export const ApiKeysService: GenService<{
     methodKind: "unary";
     input: typeof RegisterPermissionsRequestSchema;
     output: typeof RegisterPermissionsResponseSchema;
+  },
+  /**
+   * Streams which keys and policies changed, so SDK caches evict stale verdicts
+   * at once. The first message is always a resync; the stream ends (and the
+   * client must reconnect and resync) whenever this instance may miss events.
+   *
+   * @generated from rpc apikeys.v1.ApiKeysService.WatchInvalidations
+   */
+  watchInvalidations: {
+    methodKind: "server_streaming";
+    input: typeof WatchInvalidationsRequestSchema;
+    output: typeof WatchInvalidationsResponseSchema;
+  },
+  /**
+   * Reports a token found where it should not be (e.g. by a secret scanner). If
+   * it is one of ours and still identifies a key, that key is disabled at once.
+   * The answer never says which key.
+   *
+   * @generated from rpc apikeys.v1.ApiKeysService.ReportLeakedToken
+   */
+  reportLeakedToken: {
+    methodKind: "unary";
+    input: typeof ReportLeakedTokenRequestSchema;
+    output: typeof ReportLeakedTokenResponseSchema;
   },
   /**
    * Succeeds for any valid key in the auth header and describes it.

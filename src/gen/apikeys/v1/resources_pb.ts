@@ -2,17 +2,17 @@
 // @generated from file apikeys/v1/resources.proto (package apikeys.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Message } from "@bufbuild/protobuf";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file apikeys/v1/resources.proto.
  */
 export const file_apikeys_v1_resources: GenFile = /*@__PURE__*/
-  fileDesc("ChphcGlrZXlzL3YxL3Jlc291cmNlcy5wcm90bxIKYXBpa2V5cy52MSKSAgoGQXBpS2V5EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSKAoGcG9saWN5GAMgASgLMhguYXBpa2V5cy52MS5BcGlLZXlQb2xpY3kSDwoHZW5hYmxlZBgEIAEoCBINCgVzdGFydBgFIAEoCRIuCgpjcmVhdGVkX29uGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX29uGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxsYXN0X3VzZWRfb24YCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNyZWF0ZWRfYnkYCSABKAkixgEKDEFwaUtleVBvbGljeRIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEhMKC3Blcm1pc3Npb25zGAQgAygJEi4KCmNyZWF0ZWRfb24YBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfb24YBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNyZWF0ZWRfYnkYByABKAkiVAoKUGVybWlzc2lvbhIMCgRuYW1lGAEgASgJEg8KB3NlcnZpY2UYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSEgoKZGVwcmVjYXRlZBgEIAEoCGIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChphcGlrZXlzL3YxL3Jlc291cmNlcy5wcm90bxIKYXBpa2V5cy52MSKRBQoGQXBpS2V5EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSKAoGcG9saWN5GAMgASgLMhguYXBpa2V5cy52MS5BcGlLZXlQb2xpY3kSDwoHZW5hYmxlZBgEIAEoCBINCgVzdGFydBgFIAEoCRIuCgpjcmVhdGVkX29uGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX29uGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxsYXN0X3VzZWRfb24YCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNyZWF0ZWRfYnkYCSABKAkSEwoLZGVzY3JpcHRpb24YCiABKAkSMgoIbWV0YWRhdGEYCyADKAsyIC5hcGlrZXlzLnYxLkFwaUtleS5NZXRhZGF0YUVudHJ5Ei4KCmV4cGlyZXNfb24YDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWFsbG93ZWRfY2lkcnMYDSADKAkSLAoLZW52aXJvbm1lbnQYDiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EikKCnJhdGVfbGltaXQYDyABKAsyFS5hcGlrZXlzLnYxLlJhdGVMaW1pdBITCgtjb25zdW1lcl9pZBgUIAEoCRIZChFjb25zdW1lcl91c2VybmFtZRgVIAEoCRIzCg9jcmVkZW50aWFsX3R5cGUYFiABKA4yGi5hcGlrZXlzLnYxLkNyZWRlbnRpYWxUeXBlGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJICglSYXRlTGltaXQSEAoIcmVxdWVzdHMYASABKAUSKQoGcGVyaW9kGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIhkKCENpZHJMaXN0Eg0KBWNpZHJzGAEgAygJIsYBCgxBcGlLZXlQb2xpY3kSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRITCgtwZXJtaXNzaW9ucxgEIAMoCRIuCgpjcmVhdGVkX29uGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX29uGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpjcmVhdGVkX2J5GAcgASgJIlQKClBlcm1pc3Npb24SDAoEbmFtZRgBIAEoCRIPCgdzZXJ2aWNlGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEhIKCmRlcHJlY2F0ZWQYBCABKAgqaQoOQ3JlZGVudGlhbFR5cGUSHwobQ1JFREVOVElBTF9UWVBFX1VOU1BFQ0lGSUVEEAASGQoVQ1JFREVOVElBTF9UWVBFX1RPS0VOEAESGwoXQ1JFREVOVElBTF9UWVBFX1NJR05JTkcQAmIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A credential held by a service. Its token is shown once, at creation.
@@ -78,6 +78,72 @@ export type ApiKey = Message<"apikeys.v1.ApiKey"> & {
    * @generated from field: string created_by = 9;
    */
   createdBy: string;
+
+  /**
+   * Free text for people, at most 2000 characters.
+   *
+   * @generated from field: string description = 10;
+   */
+  description: string;
+
+  /**
+   * Labels for tooling: at most 64 entries, keys 1 to 128 and values at most
+   * 1024 characters.
+   *
+   * @generated from field: map<string, string> metadata = 11;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * After this instant VerifyToken answers EXPIRED; unset means never.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_on = 12;
+   */
+  expiresOn?: Timestamp | undefined;
+
+  /**
+   * Client addresses that may use the key, as IPv4/IPv6 CIDRs. ["0.0.0.0/0",
+   * "::/0"] admits any origin; an empty list admits none.
+   *
+   * @generated from field: repeated string allowed_cidrs = 13;
+   */
+  allowedCidrs: string[];
+
+  /**
+   * Flat variables for the key's holder (values are strings, numbers or
+   * booleans), returned by VerifyToken.
+   *
+   * @generated from field: google.protobuf.Struct environment = 14;
+   */
+  environment?: JsonObject | undefined;
+
+  /**
+   * Unset means unlimited.
+   *
+   * @generated from field: apikeys.v1.RateLimit rate_limit = 15;
+   */
+  rateLimit?: RateLimit | undefined;
+
+  /**
+   * Id of the consumer holding the key; empty when it has none.
+   *
+   * @generated from field: string consumer_id = 20;
+   */
+  consumerId: string;
+
+  /**
+   * Username of that consumer; empty when it has none.
+   *
+   * @generated from field: string consumer_username = 21;
+   */
+  consumerUsername: string;
+
+  /**
+   * How the holder authenticates: an opaque token, or JWTs signed with a secret.
+   *
+   * @generated from field: apikeys.v1.CredentialType credential_type = 22;
+   */
+  credentialType: CredentialType;
 };
 
 /**
@@ -86,6 +152,58 @@ export type ApiKey = Message<"apikeys.v1.ApiKey"> & {
  */
 export const ApiKeySchema: GenMessage<ApiKey> = /*@__PURE__*/
   messageDesc(file_apikeys_v1_resources, 0);
+
+/**
+ * At most `requests` verifications per `period`, as a token bucket: a burst of
+ * up to `requests`, refilled evenly over `period`.
+ *
+ * @generated from message apikeys.v1.RateLimit
+ */
+export type RateLimit = Message<"apikeys.v1.RateLimit"> & {
+  /**
+   * 1 to 1,000,000,000.
+   *
+   * @generated from field: int32 requests = 1;
+   */
+  requests: number;
+
+  /**
+   * 1 second to 1 day.
+   *
+   * @generated from field: google.protobuf.Duration period = 2;
+   */
+  period?: Duration | undefined;
+};
+
+/**
+ * Describes the message apikeys.v1.RateLimit.
+ * Use `create(RateLimitSchema)` to create a new message.
+ */
+export const RateLimitSchema: GenMessage<RateLimit> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_resources, 1);
+
+/**
+ * A list of CIDRs wrapped in a message, so a request can tell "not given"
+ * (field unset) from "no origin at all" (set, with an empty list).
+ *
+ * @generated from message apikeys.v1.CidrList
+ */
+export type CidrList = Message<"apikeys.v1.CidrList"> & {
+  /**
+   * IPv4 ("10.0.0.0/8") or IPv6 ("2001:db8::/32") CIDRs; a bare address means
+   * that one host.
+   *
+   * @generated from field: repeated string cidrs = 1;
+   */
+  cidrs: string[];
+};
+
+/**
+ * Describes the message apikeys.v1.CidrList.
+ * Use `create(CidrListSchema)` to create a new message.
+ */
+export const CidrListSchema: GenMessage<CidrList> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_resources, 2);
 
 /**
  * A named set of permissions. Changing it changes every key that uses it at once.
@@ -142,7 +260,7 @@ export type ApiKeyPolicy = Message<"apikeys.v1.ApiKeyPolicy"> & {
  * Use `create(ApiKeyPolicySchema)` to create a new message.
  */
 export const ApiKeyPolicySchema: GenMessage<ApiKeyPolicy> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_resources, 1);
+  messageDesc(file_apikeys_v1_resources, 3);
 
 /**
  * A permission declared by a service.
@@ -182,5 +300,39 @@ export type Permission = Message<"apikeys.v1.Permission"> & {
  * Use `create(PermissionSchema)` to create a new message.
  */
 export const PermissionSchema: GenMessage<Permission> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_resources, 2);
+  messageDesc(file_apikeys_v1_resources, 4);
+
+/**
+ * How a key's holder proves possession.
+ *
+ * @generated from enum apikeys.v1.CredentialType
+ */
+export enum CredentialType {
+  /**
+   * Treated as CREDENTIAL_TYPE_TOKEN in requests.
+   *
+   * @generated from enum value: CREDENTIAL_TYPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * An opaque bearer token ("ak_...").
+   *
+   * @generated from enum value: CREDENTIAL_TYPE_TOKEN = 1;
+   */
+  TOKEN = 1,
+
+  /**
+   * An HS256 JWT whose iss is the key id, signed with the key's secret.
+   *
+   * @generated from enum value: CREDENTIAL_TYPE_SIGNING = 2;
+   */
+  SIGNING = 2,
+}
+
+/**
+ * Describes the enum apikeys.v1.CredentialType.
+ */
+export const CredentialTypeSchema: GenEnum<CredentialType> = /*@__PURE__*/
+  enumDesc(file_apikeys_v1_resources, 0);
 

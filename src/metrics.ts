@@ -1,0 +1,178 @@
+import { ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { VerifyCode } from "./gen/apikeys/v1/api_keys_pb.js";
+import { codeName } from "./request-log-interceptor.js";
+import type { HttpHandler } from "./server.js";
+import type { Verifier } from "./verify/verifier.js";
+
+/** Connection pool figures, when the database has a pool. */
+export interface PoolStats {
+  total: number;
+  idle: number;
+  waiting: number;
+}
+
+/** What the metrics read at scrape time rather than count as they happen. */
+export interface MetricsSources {
+  verifier: Verifier;
+  poolStats: (() => PoolStats) | undefined;
+}
+
+/**
+ * The Prometheus metrics of one server. Each server has its own registry, so
+ * several servers in one process (tests) never share or clash over counters.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly rpcRequests: Counter<"method" | "code">;
+  private readonly rpcDuration: Histogram<"method" | "code">;
+  private readonly verifyOutcomes: Counter<"code">;
+  private readonly invalidationLag: Histogram;
+
+  constructor(sources: MetricsSources) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: "apikeys_" });
+    this.rpcRequests = new Counter({
+      name: "apikeys_rpc_requests_total",
+      help: "RPCs handled (Connect, gRPC, gRPC-Web and REST), by method and outcome code",
+      labelNames: ["method", "code"],
+      registers,
+    });
+    this.rpcDuration = new Histogram({
+      name: "apikeys_rpc_duration_seconds",
+      help: "Time to handle an RPC (to the first response message for streams), by method and outcome code",
+      labelNames: ["method", "code"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    });
+    this.verifyOutcomes = new Counter({
+      name: "apikeys_verify_outcomes_total",
+      help: "VerifyToken verdicts, by verdict code",
+      labelNames: ["code"],
+      registers,
+    });
+    this.invalidationLag = new Histogram({
+      name: "apikeys_invalidation_lag_seconds",
+      help: "Time from a write queueing an invalidation to this instance evicting it",
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
+      registers,
+    });
+    const { verifier } = sources;
+    // The cache keeps its own running totals; a scrape copies them.
+    const cacheCounter = (name: string, help: string, read: () => number) =>
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    cacheCounter("apikeys_cache_hits_total", "Verifications answered from the in-memory cache", () => verifier.cache.hits);
+    cacheCounter("apikeys_cache_misses_total", "Verifications that had to read the database", () => verifier.cache.misses);
+    cacheCounter("apikeys_cache_evictions_total", "Cache entries evicted to stay within APIKEYS_CACHE_MAX_ENTRIES", () => verifier.cache.evictions);
+    cacheCounter("apikeys_auth_throttled_total", "Authentication attempts refused because their client address failed too often", () => verifier.failures.throttled);
+    new Gauge({
+      name: "apikeys_cache_entries",
+      help: "Keys currently cached",
+      registers,
+      collect() {
+        this.set(verifier.cache.size);
+      },
+    });
+    new Gauge({
+      name: "apikeys_invalidation_listening",
+      help: "1 while the invalidation listener is connected (the cache is in use), 0 otherwise",
+      registers,
+      collect() {
+        this.set(verifier.isListening ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: "apikeys_throttled_addresses",
+      help: "Client addresses currently refused for failing authentication too often",
+      registers,
+      collect() {
+        this.set(verifier.failures.blockedCount());
+      },
+    });
+    const { poolStats } = sources;
+    if (poolStats !== undefined) {
+      new Gauge({
+        name: "apikeys_db_pool_connections",
+        help: "Postgres pool connections, by state (idle, busy)",
+        labelNames: ["state"],
+        registers,
+        collect() {
+          const stats = poolStats();
+          this.set({ state: "idle" }, stats.idle);
+          this.set({ state: "busy" }, stats.total - stats.idle);
+        },
+      });
+      new Gauge({
+        name: "apikeys_db_pool_waiting",
+        help: "Queries waiting for a free Postgres pool connection",
+        registers,
+        collect() {
+          this.set(poolStats().waiting);
+        },
+      });
+    }
+  }
+
+  /** Counts every RPC and, for VerifyToken, its verdict; place it outside the auth interceptor. */
+  interceptor(): Interceptor {
+    return (next) => async (req) => {
+      const method = `${req.service.typeName}/${req.method.name}`;
+      const end = this.rpcDuration.startTimer({ method });
+      try {
+        const res = await next(req);
+        if (!res.stream && req.method.name === "VerifyToken") {
+          const verdict = (res.message as { code?: VerifyCode }).code ?? VerifyCode.UNSPECIFIED;
+          this.verifyOutcomes.inc({ code: VerifyCode[verdict] ?? String(verdict) });
+        }
+        end({ code: "ok" });
+        this.rpcRequests.inc({ method, code: "ok" });
+        return res;
+      } catch (err) {
+        const code = codeName(ConnectError.from(err).code);
+        end({ code });
+        this.rpcRequests.inc({ method, code });
+        throw err;
+      }
+    };
+  }
+
+  /** Records how long an invalidation took to arrive, from the `at` its writer stamped on it. */
+  observeInvalidation(payload: string): void {
+    let at: unknown;
+    try {
+      at = (JSON.parse(payload) as { at?: unknown }).at;
+    } catch {
+      return;
+    }
+    if (typeof at === "number" && Number.isFinite(at)) this.invalidationLag.observe(Math.max(0, Date.now() - at) / 1000);
+  }
+
+  /** Serves GET /metrics in the Prometheus text format. */
+  httpHandler(): HttpHandler {
+    return async (req, res) => {
+      if ((req.url ?? "/").split("?")[0] !== "/metrics") return false;
+      if (req.method !== "GET" && req.method !== "HEAD") {
+        res.writeHead(405, { allow: "GET, HEAD", "content-type": "text/plain" });
+        res.end("method not allowed\n");
+        return true;
+      }
+      const text = await this.registry.metrics();
+      res.writeHead(200, {
+        "content-type": this.registry.contentType,
+        "cache-control": "no-store",
+        "content-length": String(Buffer.byteLength(text)),
+      });
+      if (req.method === "HEAD") res.end();
+      else res.end(text);
+      return true;
+    };
+  }
+}
