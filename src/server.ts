@@ -1,5 +1,5 @@
 import type { ConnectRouter } from "@connectrpc/connect";
-import { type ConnectNodeAdapterOptions, connectNodeAdapter } from "@connectrpc/connect-node";
+import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { peerContextValues } from "./auth/auth-context.js";
 import { authInterceptor } from "./auth/auth-interceptor.js";
@@ -7,6 +7,7 @@ import { auditInterceptors } from "./audit/audit-interceptor.js";
 import { bootstrap, grantOwnPermissionsToAdminPolicy } from "./bootstrap.js";
 import type { Config } from "./config.js";
 import type { AppContext } from "./context.js";
+import { connectNodeAdapterWithDecodeErrors } from "./decode-errors.js";
 import { INVALIDATION_CHANNEL, type DatabaseHandle, openDatabase } from "./db/database.js";
 import { migrateToLatest } from "./db/migrator.js";
 import { ApiKeysAdminService } from "./gen/apikeys/v1/admin_pb.js";
@@ -149,7 +150,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
       const { routes, served } = withInfrastructure(ctx, appRoutes);
       // REST routes and OpenAPI of exactly the services this listener serves, through the same interceptors.
       const rest = restHandler({ routes, interceptors, readMaxBytes: READ_MAX_BYTES, contextValues: peerContextValues });
-      return connectNodeAdapter({
+      return connectNodeAdapterWithDecodeErrors({
         routes,
         interceptors,
         readMaxBytes: READ_MAX_BYTES,
