@@ -1,6 +1,7 @@
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
 import type { Config } from "./config.js";
+import type { PreparedQuery } from "./db/database.js";
 import type { Database } from "./db/schema.js";
 import type { InvalidationBus } from "./invalidation/invalidation-bus.js";
 import type { Verifier } from "./verify/verifier.js";
@@ -10,6 +11,8 @@ export interface AppContext {
   config: Config;
   db: Kysely<Database>;
   databaseKind: "postgres" | "pglite";
+  /** Named prepared statements on the pool, for hot queries (Postgres only). */
+  prepared: PreparedQuery | undefined;
   logger: Logger;
   verifier: Verifier;
   /** Relays invalidation events to WatchInvalidations streams. */

@@ -108,6 +108,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
         tokens,
         cacheMaxEntries: config.cacheMaxEntries,
         cacheMaxAgeMs: config.cacheMaxAgeMs,
+        prepared: database.prepared,
         authFailureLimit: config.authFailureLimit,
         authFailureWindowMs: config.authFailureWindowMs,
         outageStalenessMs: config.outageStalenessMs,
@@ -139,7 +140,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
       },
     );
 
-    const ctx: AppContext = { config, db: database.db, databaseKind: database.kind, logger, verifier: v, invalidations };
+    const ctx: AppContext = { config, db: database.db, databaseKind: database.kind, prepared: database.prepared, logger, verifier: v, invalidations };
     // The audit log brackets auth: its outer half also records calls auth refuses, its inner half knows the actor.
     const audit = auditInterceptors(database.db, logger);
     const interceptors = [requestLogInterceptor(logger), metrics.interceptor(), audit.outer, authInterceptor(v), audit.inner];

@@ -22,7 +22,15 @@ export interface DatabaseHandle {
   close(): Promise<void>;
   /** Connection pool figures (Postgres only). */
   poolStats?: () => PoolStats;
+  /** Runs a named prepared statement straight on the pool (Postgres only), for hot queries. */
+  prepared?: PreparedQuery;
 }
+
+/**
+ * Executes `text` as the named prepared statement `name`: each pooled connection
+ * parses and plans it once, then only binds values.
+ */
+export type PreparedQuery = <R>(name: string, text: string, values: readonly unknown[]) => Promise<R[]>;
 
 export interface DatabaseOptions {
   databaseUrl: string | undefined;
@@ -88,6 +96,9 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
     db,
     kind: "postgres",
     poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
+    async prepared<R>(name: string, text: string, values: readonly unknown[]) {
+      return (await pool.query({ name, text, values: [...values] })).rows as R[];
+    },
     async listen(channel, onMessage, onState) {
       await connectListener(channel, onMessage, onState);
     },

@@ -1,5 +1,6 @@
 import { type Kysely, type Transaction, sql } from "kysely";
 import type { ApiKeyRow, ApiKeyUpdate, Database, NewApiKey } from "../db/schema.js";
+import type { PreparedQuery } from "../db/database.js";
 import type { KeyRecord } from "../verify/verdict-cache.js";
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -75,23 +76,46 @@ function toKeyRecord(row: KeyRecordRow): KeyRecord {
   };
 }
 
-/**
- * Finds the key a token hash belongs to: its current token, or its previous one
- * while the rotation grace period lasts. `graceEndsOn` is set in the second case.
- */
-export async function findKeyRecordByTokenHash(
-  db: Db,
-  hash: Uint8Array,
-): Promise<{ record: KeyRecord; graceEndsOn: Date | null } | undefined> {
-  const row = await selectKeyRecords(db)
+function selectKeyRecordByTokenHash(db: Db, hash: Uint8Array) {
+  return selectKeyRecords(db)
     .select(sql<Date | null>`case when k.token_hash = ${hash} then null else k.previous_token_expires_on end`.as("grace_ends_on"))
     .where((eb) =>
       eb.or([
         eb("k.token_hash", "=", hash),
         eb.and([eb("k.previous_token_hash", "=", hash), eb("k.previous_token_expires_on", ">", sql<Date>`now()`)]),
       ]),
-    )
-    .executeTakeFirst();
+    );
+}
+
+type TokenHashRow = Awaited<ReturnType<ReturnType<typeof selectKeyRecordByTokenHash>["executeTakeFirstOrThrow"]>>;
+
+// Stands in for the hash when the query is compiled once for a prepared statement.
+const HASH_SLOT = new Uint8Array(0);
+const compiledByTokenHash = new WeakMap<Db, { sql: string; parameters: readonly unknown[] }>();
+
+/**
+ * Finds the key a token hash belongs to: its current token, or its previous one
+ * while the rotation grace period lasts. `graceEndsOn` is set in the second case.
+ * With `prepared` (Postgres), the same query runs as a named prepared statement,
+ * which skips parsing and planning: the cold verification path.
+ */
+export async function findKeyRecordByTokenHash(
+  db: Db,
+  hash: Uint8Array,
+  prepared?: PreparedQuery,
+): Promise<{ record: KeyRecord; graceEndsOn: Date | null } | undefined> {
+  let row: TokenHashRow | undefined;
+  if (prepared === undefined) {
+    row = await selectKeyRecordByTokenHash(db, hash).executeTakeFirst();
+  } else {
+    let compiled = compiledByTokenHash.get(db);
+    if (compiled === undefined) {
+      compiled = selectKeyRecordByTokenHash(db, HASH_SLOT).compile();
+      compiledByTokenHash.set(db, compiled);
+    }
+    const values = compiled.parameters.map((p) => (p === HASH_SLOT ? hash : p));
+    [row] = await prepared<TokenHashRow>("apikeys_key_by_token_hash", compiled.sql, values);
+  }
   return row === undefined ? undefined : { record: toKeyRecord(row), graceEndsOn: row.grace_ends_on };
 }
 

@@ -1,5 +1,6 @@
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
+import type { PreparedQuery } from "../db/database.js";
 import type { Database } from "../db/schema.js";
 import { toConnectError } from "../errors.js";
 import { VerifyCode } from "../gen/apikeys/v1/api_keys_pb.js";
@@ -35,6 +36,8 @@ export interface VerifierOptions {
   outageStalenessMs?: number;
   /** How JWTs of signing keys are checked; unset: JWTs are never accepted. */
   signing?: SigningSettings;
+  /** Runs the token lookup as a prepared statement (Postgres). */
+  prepared?: PreparedQuery;
 }
 
 /**
@@ -114,7 +117,7 @@ export class Verifier {
     this.dbLookups++;
     let found;
     try {
-      found = await findKeyRecordByTokenHash(this.db, hash);
+      found = await findKeyRecordByTokenHash(this.db, hash, this.options.prepared);
     } catch (err) {
       throw toConnectError(err);
     }
