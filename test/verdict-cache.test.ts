@@ -1,8 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { type KeyRecord, VerdictCache } from "../src/verify/verdict-cache.js";
 
+const now = new Date("2026-11-23T12:00:00Z");
+
 function record(id: string, policyId = "p1"): KeyRecord {
-  const now = new Date();
   return {
     id,
     name: id,
@@ -25,6 +26,28 @@ function record(id: string, policyId = "p1"): KeyRecord {
 }
 
 describe("VerdictCache", () => {
+  it("shares one policy copy and permission set per policy version, never a stale one", () => {
+    const cache = new VerdictCache(10);
+    const a = cache.set("a", record("k1", "p1"), 60_000, cache.currentGeneration());
+    const b = cache.set("b", record("k2", "p1"), 60_000, cache.currentGeneration());
+    expect(b.permissionSet).toBe(a.permissionSet);
+    expect(b.record.policy).toBe(a.record.policy);
+    expect(b.origins).toBe(a.origins);
+
+    // A newer version of the policy (as read after an update) gets its own set.
+    const changed = record("k3", "p1");
+    changed.policy = { ...changed.policy, updatedOn: new Date(changed.policy.updatedOn.getTime() + 1), permissions: ["svc:read", "svc:write"] };
+    const c = cache.set("c", changed, 60_000, cache.currentGeneration());
+    expect(c.permissionSet).not.toBe(a.permissionSet);
+    expect(c.permissionSet.has("svc:write")).toBe(true);
+    expect(a.permissionSet.has("svc:write")).toBe(false);
+
+    // After an invalidation nothing of the old version is reused.
+    cache.invalidatePolicy("p1");
+    const d = cache.set("d", record("k4", "p1"), 60_000, cache.currentGeneration());
+    expect(d.permissionSet).not.toBe(a.permissionSet);
+  });
+
   it("evicts the least recently used entry past its cap", () => {
     const cache = new VerdictCache(2);
     cache.set("a", record("a"), 60_000, cache.currentGeneration());

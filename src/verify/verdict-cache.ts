@@ -55,6 +55,13 @@ export class VerdictCache {
   private readonly byPolicy = new Map<string, Set<string>>();
   /** Bumped by every invalidation, so a read that raced one is not cached. */
   private generation = 0;
+  /**
+   * One policy object and permission set per policy version, shared by all its
+   * cached keys: a cached key then costs its own fields, not a copy of its policy.
+   */
+  private readonly policies = new Map<string, { policy: KeyRecord["policy"]; permissionSet: ReadonlySet<string> }>();
+  /** Compiled allow-lists shared by keys with the same CIDRs (most keep the any-origin default). */
+  private readonly originFilters = new Map<string, OriginFilter>();
   hits = 0;
   misses = 0;
   evictions = 0;
@@ -97,10 +104,11 @@ export class VerdictCache {
    */
   set(hash: string, record: KeyRecord, ttlMs: number, generation: number, notAfter = Infinity): CachedKey {
     const expiresAt = Math.min(this.now() + ttlMs, notAfter);
+    const shared = this.sharedPolicy(record.policy);
     const entry: Entry = {
-      record,
-      permissionSet: new Set(record.policy.permissions),
-      origins: new OriginFilter(record.allowedCidrs),
+      record: shared.policy === record.policy ? record : { ...record, policy: shared.policy },
+      permissionSet: shared.permissionSet,
+      origins: this.originFilter(record.allowedCidrs),
       expiresAt,
     };
     if (generation !== this.generation || this.maxEntries === 0 || ttlMs <= 0 || expiresAt <= this.now()) return entry;
@@ -125,6 +133,7 @@ export class VerdictCache {
   /** Evicts every entry whose key uses a policy. */
   invalidatePolicy(id: string): void {
     this.generation++;
+    this.policies.delete(id);
     for (const hash of [...(this.byPolicy.get(id) ?? [])]) this.delete(hash);
   }
 
@@ -134,6 +143,28 @@ export class VerdictCache {
     this.entries.clear();
     this.byKey.clear();
     this.byPolicy.clear();
+    this.policies.clear();
+  }
+
+  /** The shared copy of a policy when it is the same version, else this one (which becomes shared). */
+  private sharedPolicy(policy: KeyRecord["policy"]): { policy: KeyRecord["policy"]; permissionSet: ReadonlySet<string> } {
+    const known = this.policies.get(policy.id);
+    if (known !== undefined && samePolicy(known.policy, policy)) return known;
+    const fresh = { policy, permissionSet: new Set(policy.permissions) };
+    this.policies.set(policy.id, fresh);
+    return fresh;
+  }
+
+  private originFilter(cidrs: readonly string[]): OriginFilter {
+    const key = cidrs.join(",");
+    let filter = this.originFilters.get(key);
+    if (filter === undefined) {
+      // Bounded: past this many distinct lists, start over rather than grow.
+      if (this.originFilters.size >= 1024) this.originFilters.clear();
+      filter = new OriginFilter(cidrs);
+      this.originFilters.set(key, filter);
+    }
+    return filter;
   }
 
   private delete(hash: string): void {
@@ -143,6 +174,16 @@ export class VerdictCache {
     unindex(this.byKey, entry.record.id, hash);
     unindex(this.byPolicy, entry.record.policy.id, hash);
   }
+}
+
+function samePolicy(a: KeyRecord["policy"], b: KeyRecord["policy"]): boolean {
+  return (
+    a.updatedOn.getTime() === b.updatedOn.getTime() &&
+    a.name === b.name &&
+    a.description === b.description &&
+    a.permissions.length === b.permissions.length &&
+    a.permissions.every((p, i) => p === b.permissions[i])
+  );
 }
 
 function index(map: Map<string, Set<string>>, id: string, hash: string): void {
