@@ -77,6 +77,14 @@ describe("dashboard static files", () => {
     expect(res.body).toContain("<title>dash</title>");
   });
 
+  it("serves index.html at / whatever the Accept header says (curl, probes)", async () => {
+    for (const headers of [{}, { accept: "*/*" }]) {
+      const res = await request(port, "/", { headers });
+      expect(res.status, JSON.stringify(headers)).toBe(200);
+      expect(res.body).toContain("<title>dash</title>");
+    }
+  });
+
   it("serves hashed assets with their content type and as immutable", async () => {
     const js = await request(port, "/assets/index-abc123.js");
     expect(js.status).toBe(200);

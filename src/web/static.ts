@@ -104,7 +104,8 @@ export function dashboardHandler(dir: string = DASHBOARD_DIR): HttpHandler {
       return true;
     }
 
-    const wantsHtml = (req.headers.accept ?? "").includes("text/html");
+    // The root is the dashboard for any client; other paths only for browsers asking for a page.
+    const wantsHtml = path === "/" || (req.headers.accept ?? "").includes("text/html");
     if (!wantsHtml || extname(path) !== "") return false;
     const index = await load(resolve(root, "index.html"));
     if (!index) {
