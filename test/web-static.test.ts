@@ -78,7 +78,7 @@ describe("dashboard static files", () => {
   });
 
   it("serves index.html at / whatever the Accept header says (curl, probes)", async () => {
-    for (const headers of [{}, { accept: "*/*" }]) {
+    for (const headers of [{}, { accept: "*/*" }] as Record<string, string>[]) {
       const res = await request(port, "/", { headers });
       expect(res.status, JSON.stringify(headers)).toBe(200);
       expect(res.body).toContain("<title>dash</title>");
