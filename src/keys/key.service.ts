@@ -138,7 +138,9 @@ export function createKey(
   const token = signing ? "" : (req.token ?? generateToken(tokens.prefix));
   const secret = signing ? generateSigningSecret() : "";
   return run(async () => {
-    const id = await db.transaction().execute(async (tx) => {
+    // The key is read back inside its own transaction: a policy delete committing right
+    // after would otherwise turn a successful create into not_found.
+    const apiKey = await db.transaction().execute(async (tx) => {
       // A shared lock keeps the policy from being deleted until this key is committed.
       if ((await lockPolicy(tx, policyId, "share")) === undefined) throw notFound(`policy ${policyId} not found`);
       const consumerId = consumerRef === undefined ? null : await requireGrantedPolicy(tx, consumerRef, policyId);
@@ -163,9 +165,9 @@ export function createKey(
       if (previousId !== undefined) await notifyInvalidation(tx, { kind: "key", id });
       if (signing) await insertSigningSecret(tx, id, secrets!.seal(secret, id));
       await hook?.(tx, id);
-      return id;
+      return toApiKeyMessage(await mustFind(tx, id));
     });
-    return { apiKey: toApiKeyMessage(await mustFind(db, id)), token, secret };
+    return { apiKey, token, secret };
   });
 }
 
@@ -269,8 +271,8 @@ export function updateKey(db: Kysely<Database>, req: AdminUpdateApiKeyRequest, h
   if (policyId !== undefined) changes.policy_id = policyId;
   const consumer = fields.has("consumer") ? req.consumer || "" : undefined;
   if (consumer) requireConsumerRef("consumer", consumer);
-  return run(async () => {
-    await db.transaction().execute(async (tx) => {
+  return run(() =>
+    db.transaction().execute(async (tx) => {
       const key = await repo.lockKey(tx, id);
       if (key === undefined) throw notFound(`API key ${id} not found`);
       if (policyId !== undefined && (await lockPolicy(tx, policyId, "share")) === undefined) {
@@ -287,9 +289,9 @@ export function updateKey(db: Kysely<Database>, req: AdminUpdateApiKeyRequest, h
       await repo.updateKey(tx, id, changes);
       await notifyInvalidation(tx, { kind: "key", id });
       await hook?.(tx, id);
-    });
-    return toApiKeyMessage(await mustFind(db, id));
-  });
+      return toApiKeyMessage(await mustFind(tx, id));
+    }),
+  );
 }
 
 /** Issues a new token; the old one keeps working for `gracePeriod`, or stops at once. */
@@ -307,7 +309,7 @@ export function rotateKey(
   }
   const token = generateToken(tokens.prefix);
   return run(async () => {
-    await db.transaction().execute(async (tx) => {
+    const apiKey = await db.transaction().execute(async (tx) => {
       const key = await repo.lockKey(tx, id);
       if (key === undefined) throw notFound(`API key ${id} not found`);
       if (key.credential_type === "signing") {
@@ -324,8 +326,9 @@ export function rotateKey(
       });
       await notifyInvalidation(tx, { kind: "key", id });
       await hook?.(tx, id);
+      return toApiKeyMessage(await mustFind(tx, id));
     });
-    return { apiKey: toApiKeyMessage(await mustFind(db, id)), token };
+    return { apiKey, token };
   });
 }
 
