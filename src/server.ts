@@ -141,9 +141,12 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
     );
 
     const ctx: AppContext = { config, db: database.db, databaseKind: database.kind, prepared: database.prepared, logger, verifier: v, invalidations };
-    // The audit log brackets auth: its outer half also records calls auth refuses, its inner half knows the actor.
+    const auth = authInterceptor(v);
+    const interceptors = [requestLogInterceptor(logger), metrics.interceptor(), auth];
+    // Only the admin plane is audited. The audit log brackets auth: its outer half also records
+    // calls auth refuses, its inner half knows the actor. Service options replace the listener's list.
     const audit = auditInterceptors(database.db, logger);
-    const interceptors = [requestLogInterceptor(logger), metrics.interceptor(), audit.outer, authInterceptor(v), audit.inner];
+    const adminInterceptors = [requestLogInterceptor(logger), metrics.interceptor(), audit.outer, auth, audit.inner];
     // Plain-HTTP handlers tried in order for requests that are not RPCs.
     const httpHandlers: HttpHandler[] = [];
     const probes = probesHandler(ctx);
@@ -165,7 +168,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
     // Metrics are served with the admin plane, which operators keep internal.
     const metricsHandler = metrics.httpHandler();
     const data = (router: ConnectRouter) => router.service(ApiKeysService, apiKeysService(ctx));
-    const admin = (router: ConnectRouter) => router.service(ApiKeysAdminService, adminService(ctx));
+    const admin = (router: ConnectRouter) =>
+      router.service(ApiKeysAdminService, adminService(ctx), { interceptors: adminInterceptors });
 
     if (config.adminPort === undefined) {
       listeners.push(await listen(handler((r) => (data(r), admin(r)), [metricsHandler, dashboard]), config.port, config.host));

@@ -101,6 +101,17 @@ describe.each(["connect", "grpc"] as const)("audit events over %s", (protocol) =
 });
 
 describe("audit log contents and queries", () => {
+  it("audits the admin plane only, also when admin and data plane share a port and REST", async () => {
+    const { data } = clientsFor(t.baseUrl, "grpc", t.adminToken);
+    await data.testApiKey({});
+    await data.verifyToken({ token: t.adminToken });
+    await fetch(`${t.baseUrl}/api/v1/api_keys/test`, { headers: { authorization: `Bearer ${t.adminToken}` } });
+    await admin().adminGetApiKeyPolicies({});
+    const rows = await t.server.ctx.db.selectFrom("audit_events").select("rpc").execute();
+    expect(rows.some((r) => r.rpc === "apikeys.v1.ApiKeysAdminService/AdminGetApiKeyPolicies")).toBe(true);
+    expect(rows.filter((r) => !r.rpc.startsWith("apikeys.v1.ApiKeysAdminService/"))).toEqual([]);
+  });
+
   it("never holds a token or a signing secret", async () => {
     const created = await admin().adminCreateApiKey({
       name: "secretive",

@@ -6,7 +6,6 @@ import { authenticatedKey } from "../auth/auth-context.js";
 import type { Database } from "../db/schema.js";
 import { isUuid, toConnectError } from "../errors.js";
 import { codeName } from "../request-log-interceptor.js";
-import { ApiKeysAdminService } from "../gen/apikeys/v1/admin_pb.js";
 import { AuditCall, auditCall } from "./audit-call.js";
 import { insertAuditEvent } from "./audit.repository.js";
 
@@ -58,14 +57,14 @@ function requestTargets(json: Record<string, unknown>): string[] {
 }
 
 /**
- * The audit log's two interceptors for the admin service. `outer` goes before
+ * The audit log's two interceptors, installed on the admin service only. `outer` goes before
  * the auth interceptor: it sees every call, including ones auth refuses, and
  * writes the outcome. `inner` goes after it: it knows the actor and writes the
  * attempt before the handler runs; if that write fails the call does not run.
  */
 export function auditInterceptors(db: Kysely<Database>, logger: Logger): { outer: Interceptor; inner: Interceptor } {
   const outer: Interceptor = (next) => async (req) => {
-    if (req.service.typeName !== ApiKeysAdminService.typeName || req.stream) return next(req);
+    if (req.stream) return next(req);
     const json = requestJson(req.method.input, req.message);
     const call = new AuditCall(`${req.service.typeName}/${req.method.name}`, json, requestTargets(json));
     req.contextValues.set(auditCall, call);

@@ -3,7 +3,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Kysely, Transaction } from "kysely";
 import type { Database } from "../db/schema.js";
-import { invalidArgument, isUuid, notFound, requireUuid, toConnectError } from "../errors.js";
+import { invalidArgument, isUuid, notFound, requireUuid, withConnectErrors } from "../errors.js";
 import { type Consumer, ConsumerSchema } from "../gen/apikeys/v1/consumers_pb.js";
 import type { ApiKey } from "../gen/apikeys/v1/resources_pb.js";
 import { notifyInvalidation } from "../invalidation/invalidation.js";
@@ -49,14 +49,6 @@ function requirePolicyIds(values: readonly string[]): string[] {
   return [...new Set(values.map((v) => requireUuid("policy_ids", v)))];
 }
 
-async function run<T>(work: () => Promise<T>): Promise<T> {
-  try {
-    return await work();
-  } catch (err) {
-    throw toConnectError(err);
-  }
-}
-
 async function toConsumerMessages(db: Kysely<Database> | Transaction<Database>, rows: repo.ConsumerRow[]): Promise<Consumer[]> {
   const grants = await repo.grantedPolicyIds(
     db,
@@ -92,7 +84,7 @@ export function createConsumer(
   hook?: ConsumerWriteHook,
 ): Promise<Consumer> {
   const username = requireUsername(rawUsername);
-  return run(() =>
+  return withConnectErrors(() =>
     db.transaction().execute(async (tx) => {
       const row = await repo.insertConsumer(tx, { username, created_by: createdBy });
       await hook?.(tx, [row.id]);
@@ -104,7 +96,7 @@ export function createConsumer(
 /** Reads a consumer by id or username, with all its keys (oldest first). */
 export function getConsumer(db: Kysely<Database>, rawRef: string): Promise<{ consumer: Consumer; apiKeys: ApiKey[] }> {
   const ref = requireConsumerRef("consumer", rawRef);
-  return run(async () => {
+  return withConnectErrors(async () => {
     const row = await mustFind(db, ref);
     const apiKeys: ApiKey[] = [];
     let after: { createdOn: Date; id: string } | undefined;
@@ -133,7 +125,7 @@ export function listConsumers(
     afterUsername = Buffer.from(req.pageToken, "base64url").toString("utf8");
     if (afterUsername === "" || /\s/.test(afterUsername)) throw invalidArgument("page_token is not one this service issued");
   }
-  return run(async () => {
+  return withConnectErrors(async () => {
     const rows = await repo.listConsumers(db, { limit: limit + 1, afterUsername });
     const page = rows.slice(0, limit);
     const last = page[page.length - 1];
@@ -151,7 +143,7 @@ export function deleteConsumer(
   hook?: ConsumerWriteHook,
 ): Promise<{ consumer: Consumer; deletedKeyIds: string[] }> {
   const ref = requireConsumerRef("consumer", rawRef);
-  return run(() =>
+  return withConnectErrors(() =>
     db.transaction().execute(async (tx) => {
       // The update lock waits for keys being created for this consumer, so none escapes the delete.
       const row = await repo.lockConsumer(tx, ref, "update");
@@ -174,7 +166,7 @@ export function grantPolicies(
 ): Promise<Consumer> {
   const ref = requireConsumerRef("consumer", req.consumer);
   const policyIds = requirePolicyIds(req.policyIds);
-  return run(() =>
+  return withConnectErrors(() =>
     db.transaction().execute(async (tx) => {
       const row = await repo.lockConsumer(tx, ref, "share");
       if (row === undefined) throw notFound(`consumer ${ref} not found`);
@@ -196,7 +188,7 @@ export function revokePolicies(
 ): Promise<Consumer> {
   const ref = requireConsumerRef("consumer", req.consumer);
   const policyIds = requirePolicyIds(req.policyIds);
-  return run(() =>
+  return withConnectErrors(() =>
     db.transaction().execute(async (tx) => {
       const row = await repo.lockConsumer(tx, ref, "share");
       if (row === undefined) throw notFound(`consumer ${ref} not found`);

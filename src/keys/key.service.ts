@@ -2,7 +2,7 @@ import { create, type JsonObject } from "@bufbuild/protobuf";
 import { type Duration, type Timestamp, durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Kysely, Transaction } from "kysely";
 import type { ApiKeyUpdate, Database } from "../db/schema.js";
-import { invalidArgument, notFound, requireName, requireUuid, toConnectError } from "../errors.js";
+import { invalidArgument, notFound, requireName, requireUuid, withConnectErrors } from "../errors.js";
 import type { AdminUpdateApiKeyRequest } from "../gen/apikeys/v1/admin_pb.js";
 import { type ApiKey, ApiKeySchema, type CidrList, CredentialType, type RateLimit } from "../gen/apikeys/v1/resources_pb.js";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -72,14 +72,6 @@ export function toApiKeyMessage(record: KeyRecord): ApiKey {
   });
 }
 
-async function run<T>(work: () => Promise<T>): Promise<T> {
-  try {
-    return await work();
-  } catch (err) {
-    throw toConnectError(err);
-  }
-}
-
 async function mustFind(db: Kysely<Database>, id: string): Promise<KeyRecord> {
   const record = await repo.findKeyRecordById(db, id);
   if (record === undefined) throw notFound(`API key ${id} not found`);
@@ -137,7 +129,7 @@ export function createKey(
   }
   const token = signing ? "" : (req.token ?? generateToken(tokens.prefix));
   const secret = signing ? generateSigningSecret() : "";
-  return run(async () => {
+  return withConnectErrors(async () => {
     // The key is read back inside its own transaction: a policy delete committing right
     // after would otherwise turn a successful create into not_found.
     const apiKey = await db.transaction().execute(async (tx) => {
@@ -173,7 +165,7 @@ export function createKey(
 
 export function getKey(db: Kysely<Database>, rawId: string): Promise<ApiKey> {
   const id = requireUuid("id", rawId);
-  return run(async () => toApiKeyMessage(await mustFind(db, id)));
+  return withConnectErrors(async () => toApiKeyMessage(await mustFind(db, id)));
 }
 
 function encodePageToken(record: KeyRecord): string {
@@ -203,7 +195,7 @@ export function listKeys(
   const policyId = req.policyId === "" ? undefined : requireUuid("policy_id", req.policyId);
   const after = req.pageToken === "" ? undefined : decodePageToken(req.pageToken);
   const consumerRef = req.consumer ? requireConsumerRef("consumer", req.consumer) : undefined;
-  return run(async () => {
+  return withConnectErrors(async () => {
     let consumerId: string | undefined;
     if (consumerRef !== undefined) {
       consumerId = (await findConsumer(db, consumerRef))?.id;
@@ -271,7 +263,7 @@ export function updateKey(db: Kysely<Database>, req: AdminUpdateApiKeyRequest, h
   if (policyId !== undefined) changes.policy_id = policyId;
   const consumer = fields.has("consumer") ? req.consumer || "" : undefined;
   if (consumer) requireConsumerRef("consumer", consumer);
-  return run(() =>
+  return withConnectErrors(() =>
     db.transaction().execute(async (tx) => {
       const key = await repo.lockKey(tx, id);
       if (key === undefined) throw notFound(`API key ${id} not found`);
@@ -308,7 +300,7 @@ export function rotateKey(
     throw invalidArgument(`grace_period must be between 0s and ${MAX_GRACE_SECONDS}s`);
   }
   const token = generateToken(tokens.prefix);
-  return run(async () => {
+  return withConnectErrors(async () => {
     const apiKey = await db.transaction().execute(async (tx) => {
       const key = await repo.lockKey(tx, id);
       if (key === undefined) throw notFound(`API key ${id} not found`);
@@ -335,7 +327,7 @@ export function rotateKey(
 /** Deletes a key for good (its name remembers its id); returns it as it was. */
 export function deleteKey(db: Kysely<Database>, rawId: string, hook?: KeyWriteHook): Promise<ApiKey> {
   const id = requireUuid("id", rawId);
-  return run(() =>
+  return withConnectErrors(() =>
     db.transaction().execute(async (tx) => {
       if ((await repo.lockKey(tx, id)) === undefined) throw notFound(`API key ${id} not found`);
       const before = toApiKeyMessage((await repo.findKeyRecordById(tx, id))!);
@@ -380,7 +372,7 @@ export function reportLeakedToken(
   requireSourceUrl(req.sourceUrl);
   if (parseToken(token, tokens.prefix) === undefined) return Promise.resolve({ recognized: false, found: false });
   const hash = hashToken(token, tokens.pepper);
-  return run(() =>
+  return withConnectErrors(() =>
     db.transaction().execute(async (tx) => {
       const id = await repo.lockKeyByTokenHash(tx, hash);
       if (id === undefined) return { recognized: true, found: false };

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import type { Kysely } from "kysely";
 import type { Database, PermissionRow } from "../db/schema.js";
-import { invalidArgument, toConnectError } from "../errors.js";
+import { invalidArgument, withConnectErrors } from "../errors.js";
 import { type Permission, PermissionSchema } from "../gen/apikeys/v1/resources_pb.js";
 import { isValidPart } from "./permission-name.js";
 import * as repo from "./permission.repository.js";
@@ -51,13 +51,11 @@ export async function registerPermissions(
     }
     return { name: canonical, description: p.description };
   });
-  try {
-    return await db.transaction().execute(async (tx) => {
+  return withConnectErrors(() =>
+    db.transaction().execute(async (tx) => {
       await repo.upsertPermissions(tx, service, permissions);
       await repo.deprecateOtherPermissions(tx, service, [...seen]);
       return repo.listServicePermissions(tx, service);
-    });
-  } catch (err) {
-    throw toConnectError(err);
-  }
+    }),
+  );
 }

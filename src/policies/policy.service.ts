@@ -3,7 +3,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Kysely, Transaction } from "kysely";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Database } from "../db/schema.js";
-import { invalidArgument, notFound, requireName, requireUuid, toConnectError } from "../errors.js";
+import { invalidArgument, notFound, requireName, requireUuid, withConnectErrors } from "../errors.js";
 import type {
   AdminCreateApiKeyPolicyRequest,
   AdminUpdateApiKeyPolicyRequest,
@@ -68,16 +68,8 @@ async function requireDeclared(db: Kysely<Database>, field: string, names: reado
   return permissions;
 }
 
-async function run<T>(work: () => Promise<T>): Promise<T> {
-  try {
-    return await work();
-  } catch (err) {
-    throw toConnectError(err);
-  }
-}
-
 export function listPolicies(db: Kysely<Database>): Promise<ApiKeyPolicy[]> {
-  return run(async () => (await repo.listPolicies(db)).map(toPolicyMessage));
+  return withConnectErrors(async () => (await repo.listPolicies(db)).map(toPolicyMessage));
 }
 
 /** Creates a policy from declared permissions. */
@@ -89,7 +81,7 @@ export function createPolicy(
 ): Promise<ApiKeyPolicy> {
   const name = requireName("name", req.name);
   const description = requireDescription(req.description);
-  return run(async () => {
+  return withConnectErrors(async () => {
     const permissions = await requireDeclared(db, "permissions", req.permissions);
     return db.transaction().execute(async (tx) => {
       const id = await repo.insertPolicy(tx, { name, description, created_by: createdBy });
@@ -116,7 +108,7 @@ export function updatePolicy(
   const fields = resolveUpdateMask(req.updateMask, ["name", "description", "permissions"] as const, present);
   const name = fields.has("name") ? requireName("name", req.name ?? "") : undefined;
   const description = fields.has("description") ? requireDescription(req.description ?? "") : undefined;
-  return run(async () => {
+  return withConnectErrors(async () => {
     const permissions = fields.has("permissions") ? await requireDeclared(db, "permissions", req.permissions) : undefined;
     return db.transaction().execute(async (tx) => {
       if ((await repo.lockPolicy(tx, id, "update")) === undefined) throw notFound(`policy ${id} not found`);
@@ -136,7 +128,7 @@ export function deletePolicy(
   hook?: PolicyWriteHook,
 ): Promise<{ policy: ApiKeyPolicy; keysDeleted: number }> {
   const id = requireUuid("id", rawId);
-  return run(() =>
+  return withConnectErrors(() =>
     db.transaction().execute(async (tx) => {
       if ((await repo.lockPolicy(tx, id, "update")) === undefined) throw notFound(`policy ${id} not found`);
       const policy = (await repo.findPolicy(tx, id))!;

@@ -6,7 +6,7 @@ import * as keys from "../keys/key.service.js";
 import { listPermissions } from "../permissions/permission.repository.js";
 import { toPermissionMessage } from "../permissions/permission.service.js";
 import * as policies from "../policies/policy.service.js";
-import { toConnectError } from "../errors.js";
+import { withConnectErrors } from "../errors.js";
 import { auditCall, auditHook } from "../audit/audit-call.js";
 import { getAuditEvents } from "../audit/audit.service.js";
 import * as consumers from "../consumers/consumer.service.js";
@@ -66,11 +66,7 @@ export function adminService(ctx: AppContext): ServiceImpl<typeof ApiKeysAdminSe
       return { policyDeleted: policy, apiKeysDeleted: keysDeleted };
     },
     async adminGetApiKeyPermissions() {
-      try {
-        return { permissions: (await listPermissions(ctx.db)).map(toPermissionMessage) };
-      } catch (err) {
-        throw toConnectError(err);
-      }
+      return withConnectErrors(async () => ({ permissions: (await listPermissions(ctx.db)).map(toPermissionMessage) }));
     },
     async adminCreateConsumer(req, call) {
       const actor = call.values.get(authenticatedKey)?.id ?? null;
