@@ -1,4 +1,5 @@
 import { sql, type Kysely } from "kysely";
+import { SERVER_AUTHORITY } from "./auth/authority.js";
 import type { Database } from "./db/schema.js";
 import { createKey, type TokenSettings } from "./keys/key.service.js";
 import { listServicePermissions } from "./permissions/permission.repository.js";
@@ -36,10 +37,10 @@ export async function bootstrap(
         (await createPolicy(
           conn,
           { name: ADMIN_POLICY_NAME, description: "Full access to the apikeys admin and data planes.", permissions },
-          null,
+          SERVER_AUTHORITY,
         ));
       const token = bootstrapToken ?? generateToken(tokens.prefix);
-      await createKey(conn, tokens, { name: BOOTSTRAP_KEY_NAME, policyId: policy.id, token }, null);
+      await createKey(conn, tokens, { name: BOOTSTRAP_KEY_NAME, policyId: policy.id, token }, SERVER_AUTHORITY);
       await conn.insertInto("service_state").values({ key: BOOTSTRAPPED, value: new Date().toISOString() }).execute();
       return { token, generated: bootstrapToken === undefined };
     } finally {

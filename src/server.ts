@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import { peerContextValues } from "./auth/auth-context.js";
 import { authInterceptor } from "./auth/auth-interceptor.js";
 import { auditInterceptors } from "./audit/audit-interceptor.js";
+import { SERVER_AUTHORITY } from "./auth/authority.js";
 import { bootstrap, grantOwnPermissionsToAdminPolicy } from "./bootstrap.js";
 import type { Config } from "./config.js";
 import type { AppContext } from "./context.js";
@@ -87,7 +88,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
     if (applied.length > 0) logger.info({ migrations: applied }, "database migrated");
 
     const own = declaredPermissions([...SERVICES]).get(OWN_SERVICE) ?? [];
-    await registerPermissions(database.db, OWN_SERVICE, own);
+    await registerPermissions(database.db, SERVER_AUTHORITY, OWN_SERVICE, own);
 
     const tokens = { prefix: config.tokenPrefix, pepper: config.tokenPepper };
     const boot = await bootstrap(database.db, tokens, config.bootstrapToken);

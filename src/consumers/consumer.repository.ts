@@ -34,10 +34,11 @@ export async function insertConsumer(db: Db, consumer: { username: string; creat
   return db.insertInto("consumers").values(consumer).returningAll().executeTakeFirstOrThrow();
 }
 
-/** A page of consumers ordered by username, after `afterUsername`. */
-export function listConsumers(db: Db, options: { limit: number; afterUsername?: string }): Promise<ConsumerRow[]> {
+/** A page of consumers ordered by username, after `afterUsername` (only the one of `id`, when set). */
+export function listConsumers(db: Db, options: { limit: number; afterUsername?: string; id?: string }): Promise<ConsumerRow[]> {
   let query = db.selectFrom("consumers").selectAll().orderBy("username").limit(options.limit);
   if (options.afterUsername !== undefined) query = query.where("username", ">", options.afterUsername);
+  if (options.id !== undefined) query = query.where("id", "=", options.id);
   return query.execute();
 }
 

@@ -2,6 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Kysely, Transaction } from "kysely";
+import { type Authority, actorKeyId, requireUnscoped, scopeOf } from "../auth/authority.js";
 import type { Database } from "../db/schema.js";
 import { invalidArgument, isUuid, notFound, requireUuid, withConnectErrors } from "../errors.js";
 import { type Consumer, ConsumerSchema } from "../gen/apikeys/v1/consumers_pb.js";
@@ -10,7 +11,7 @@ import { notifyInvalidation } from "../invalidation/invalidation.js";
 import { deleteKeysOfConsumer, listKeyRecords } from "../keys/key.repository.js";
 import { toApiKeyMessage } from "../keys/key.service.js";
 import { findPolicy, lockPolicy } from "../policies/policy.repository.js";
-import { toPolicyMessage } from "../policies/policy.service.js";
+import { requireAdministrablePolicy, toPolicyMessage } from "../policies/policy.service.js";
 import * as repo from "./consumer.repository.js";
 
 const MAX_USERNAME = 200;
@@ -76,28 +77,47 @@ async function mustFind(db: Kysely<Database> | Transaction<Database>, ref: strin
   return row;
 }
 
-/** Creates a consumer; its username can never change. */
+/** Refuses a consumer-scoped caller reading another consumer. */
+function requireOwnConsumer(authority: Authority, row: repo.ConsumerRow): void {
+  const scope = scopeOf(authority);
+  if (scope === undefined || scope.id === row.id) return;
+  throw new ConnectError(
+    `your key belongs to consumer ${scope.username} and may read only that consumer`,
+    Code.PermissionDenied,
+  );
+}
+
+/** Creates a consumer; its username can never change. Consumer-scoped callers create none. */
 export function createConsumer(
   db: Kysely<Database>,
   rawUsername: string,
-  createdBy: string | null,
+  authority: Authority,
   hook?: ConsumerWriteHook,
 ): Promise<Consumer> {
+  requireUnscoped(authority, "creating a consumer");
   const username = requireUsername(rawUsername);
   return withConnectErrors(() =>
     db.transaction().execute(async (tx) => {
-      const row = await repo.insertConsumer(tx, { username, created_by: createdBy });
+      const row = await repo.insertConsumer(tx, { username, created_by: actorKeyId(authority) });
       await hook?.(tx, [row.id]);
       return (await toConsumerMessages(tx, [row]))[0]!;
     }),
   );
 }
 
-/** Reads a consumer by id or username, with all its keys (oldest first). */
-export function getConsumer(db: Kysely<Database>, rawRef: string): Promise<{ consumer: Consumer; apiKeys: ApiKey[] }> {
+/**
+ * Reads a consumer by id or username, with all its keys (oldest first); a
+ * consumer-scoped caller reads only its own consumer.
+ */
+export function getConsumer(
+  db: Kysely<Database>,
+  authority: Authority,
+  rawRef: string,
+): Promise<{ consumer: Consumer; apiKeys: ApiKey[] }> {
   const ref = requireConsumerRef("consumer", rawRef);
   return withConnectErrors(async () => {
     const row = await mustFind(db, ref);
+    requireOwnConsumer(authority, row);
     const apiKeys: ApiKey[] = [];
     let after: { createdOn: Date; id: string } | undefined;
     for (;;) {
@@ -111,9 +131,10 @@ export function getConsumer(db: Kysely<Database>, rawRef: string): Promise<{ con
   });
 }
 
-/** Lists consumers by username, paged. */
+/** Lists consumers by username, paged; a consumer-scoped caller sees only its own. */
 export function listConsumers(
   db: Kysely<Database>,
+  authority: Authority,
   req: { pageSize: number; pageToken: string },
 ): Promise<{ consumers: Consumer[]; nextPageToken: string }> {
   if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) {
@@ -125,8 +146,9 @@ export function listConsumers(
     afterUsername = Buffer.from(req.pageToken, "base64url").toString("utf8");
     if (afterUsername === "" || /\s/.test(afterUsername)) throw invalidArgument("page_token is not one this service issued");
   }
+  const scope = scopeOf(authority);
   return withConnectErrors(async () => {
-    const rows = await repo.listConsumers(db, { limit: limit + 1, afterUsername });
+    const rows = await repo.listConsumers(db, { limit: limit + 1, afterUsername, id: scope?.id });
     const page = rows.slice(0, limit);
     const last = page[page.length - 1];
     return {
@@ -136,18 +158,27 @@ export function listConsumers(
   });
 }
 
-/** Deletes a consumer and every key it holds, in one transaction; each key's verdicts are invalidated. */
+/**
+ * Deletes a consumer and every key it holds, in one transaction; each key's
+ * verdicts are invalidated. Its keys use only granted policies, so the caller
+ * must hold the `apikeys:` permissions of every granted policy.
+ */
 export function deleteConsumer(
   db: Kysely<Database>,
+  authority: Authority,
   rawRef: string,
   hook?: ConsumerWriteHook,
 ): Promise<{ consumer: Consumer; deletedKeyIds: string[] }> {
+  requireUnscoped(authority, "deleting a consumer");
   const ref = requireConsumerRef("consumer", rawRef);
   return withConnectErrors(() =>
     db.transaction().execute(async (tx) => {
       // The update lock waits for keys being created for this consumer, so none escapes the delete.
       const row = await repo.lockConsumer(tx, ref, "update");
       if (row === undefined) throw notFound(`consumer ${ref} not found`);
+      for (const policyId of (await repo.grantedPolicyIds(tx, [row.id])).get(row.id) ?? []) {
+        await requireAdministrablePolicy(tx, authority, policyId);
+      }
       const before = (await toConsumerMessages(tx, [row]))[0]!;
       const keyIds = await deleteKeysOfConsumer(tx, row.id);
       for (const id of keyIds) await notifyInvalidation(tx, { kind: "key", id });
@@ -158,12 +189,14 @@ export function deleteConsumer(
   );
 }
 
-/** Grants existing policies to a consumer. */
+/** Grants existing policies, each of whose `apikeys:` permissions the caller must hold, to a consumer. */
 export function grantPolicies(
   db: Kysely<Database>,
+  authority: Authority,
   req: { consumer: string; policyIds: string[] },
   hook?: ConsumerWriteHook,
 ): Promise<Consumer> {
+  requireUnscoped(authority, "granting policies");
   const ref = requireConsumerRef("consumer", req.consumer);
   const policyIds = requirePolicyIds(req.policyIds);
   return withConnectErrors(() =>
@@ -172,6 +205,7 @@ export function grantPolicies(
       if (row === undefined) throw notFound(`consumer ${ref} not found`);
       for (const id of policyIds) {
         if ((await lockPolicy(tx, id, "share")) === undefined) throw notFound(`policy ${id} not found`);
+        await requireAdministrablePolicy(tx, authority, id);
       }
       await repo.grantPolicies(tx, row.id, policyIds);
       await hook?.(tx, [row.id, ...policyIds]);
@@ -180,18 +214,26 @@ export function grantPolicies(
   );
 }
 
-/** Withdraws policy grants; refused while a key of the consumer uses one of them. */
+/**
+ * Withdraws policy grants, each of whose `apikeys:` permissions the caller must
+ * hold; refused while a key of the consumer uses one of them.
+ */
 export function revokePolicies(
   db: Kysely<Database>,
+  authority: Authority,
   req: { consumer: string; policyIds: string[] },
   hook?: ConsumerWriteHook,
 ): Promise<Consumer> {
+  requireUnscoped(authority, "revoking policies");
   const ref = requireConsumerRef("consumer", req.consumer);
   const policyIds = requirePolicyIds(req.policyIds);
   return withConnectErrors(() =>
     db.transaction().execute(async (tx) => {
       const row = await repo.lockConsumer(tx, ref, "share");
       if (row === undefined) throw notFound(`consumer ${ref} not found`);
+      for (const id of policyIds) {
+        if ((await findPolicy(tx, id)) !== undefined) await requireAdministrablePolicy(tx, authority, id);
+      }
       const inUse = await repo.revokePolicies(tx, row.id, policyIds);
       if (inUse.length > 0) {
         throw new ConnectError(

@@ -105,6 +105,16 @@ export interface DeletedApiKeysTable {
   deleted_on: CreatedTimestamp;
 }
 
+/** Who owns a permission namespace: exactly one of the two owner columns is set. */
+export interface PermissionNamespacesTable {
+  service: string;
+  owner_consumer_id: string | null;
+  owner_policy_id: string | null;
+  /** The key whose registration claimed the namespace. */
+  claimed_by: string;
+  claimed_on: CreatedTimestamp;
+}
+
 export interface ServiceStateTable {
   key: string;
   value: string;
@@ -113,6 +123,7 @@ export interface ServiceStateTable {
 
 export interface Database {
   permissions: PermissionsTable;
+  permission_namespaces: PermissionNamespacesTable;
   policies: PoliciesTable;
   policy_permissions: PolicyPermissionsTable;
   api_keys: ApiKeysTable;

@@ -6,12 +6,13 @@ import { invalidArgument, notFound, requireName, requireUuid, withConnectErrors 
 import type { AdminUpdateApiKeyRequest } from "../gen/apikeys/v1/admin_pb.js";
 import { type ApiKey, ApiKeySchema, type CidrList, CredentialType, type RateLimit } from "../gen/apikeys/v1/resources_pb.js";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { type Authority, actorKeyId, requireInScope, scopeOf } from "../auth/authority.js";
 import { requireConsumerRef, requireGrantedPolicy } from "../consumers/consumer.service.js";
 import { findConsumer } from "../consumers/consumer.repository.js";
 import { type SecretBox, generateSigningSecret } from "../jwt/secret-box.js";
 import { insertSigningSecret } from "../jwt/signing-secret.repository.js";
 import { notifyInvalidation } from "../invalidation/invalidation.js";
-import { toPolicyMessage } from "../policies/policy.service.js";
+import { requireAdministrablePolicy, toPolicyMessage } from "../policies/policy.service.js";
 import { lockPolicy } from "../policies/policy.repository.js";
 import { generateToken, hashToken, parseToken, tokenStart } from "../tokens/token.js";
 import { resolveUpdateMask } from "../update-mask.js";
@@ -101,14 +102,29 @@ function rateLimitColumns(limit: { requests: number; periodMs: number } | null) 
 }
 
 /**
+ * Refuses a consumer-scoped caller naming another consumer (or none, `""`) for
+ * a key: it administers only its own consumer's keys.
+ */
+function requireOwnConsumer(authority: Authority, ref: string): void {
+  const scope = scopeOf(authority);
+  if (scope === undefined || ref === scope.username || ref.toLowerCase() === scope.id) return;
+  throw new ConnectError(
+    `your key belongs to consumer ${scope.username} and administers only that consumer's keys, not ${ref === "" ? "keys without a consumer" : `those of ${ref.slice(0, 200)}`}`,
+    Code.PermissionDenied,
+  );
+}
+
+/**
  * Creates a key bound to an existing policy; returns it with its token (shown
- * once). Under the name of a deleted key, it gets that key's id back.
+ * once). Under the name of a deleted key, it gets that key's id back. The
+ * caller must hold the policy's `apikeys:` permissions; a consumer-scoped
+ * caller creates keys only for its own consumer (the default when none is named).
  */
 export function createKey(
   db: Kysely<Database>,
   tokens: TokenSettings,
   req: CreateKeyInput,
-  createdBy: string | null,
+  authority: Authority,
   hook?: KeyWriteHook,
 ): Promise<{ apiKey: ApiKey; token: string; secret: string }> {
   const name = requireName("name", req.name);
@@ -119,7 +135,8 @@ export function createKey(
   const allowedCidrs = requireCidrs(req.allowedCidrs);
   const environment = requireEnvironment(req.environment);
   const rateLimit = requireRateLimit(req.rateLimit);
-  const consumerRef = req.consumer ? requireConsumerRef("consumer", req.consumer) : undefined;
+  const consumerRef = req.consumer ? requireConsumerRef("consumer", req.consumer) : scopeOf(authority)?.id;
+  if (consumerRef !== undefined) requireOwnConsumer(authority, consumerRef);
   const credentialType = req.credentialType ?? CredentialType.UNSPECIFIED;
   if (!(credentialType in CredentialType)) throw invalidArgument(`credential_type ${credentialType} is not known`);
   const signing = credentialType === CredentialType.SIGNING;
@@ -135,6 +152,7 @@ export function createKey(
     const apiKey = await db.transaction().execute(async (tx) => {
       // A shared lock keeps the policy from being deleted until this key is committed.
       if ((await lockPolicy(tx, policyId, "share")) === undefined) throw notFound(`policy ${policyId} not found`);
+      await requireAdministrablePolicy(tx, authority, policyId);
       const consumerId = consumerRef === undefined ? null : await requireGrantedPolicy(tx, consumerRef, policyId);
       const previousId = await repo.takeDeletedKeyId(tx, name);
       const id = await repo.insertKey(tx, {
@@ -145,7 +163,7 @@ export function createKey(
         start: signing ? "" : tokenStart(token),
         credential_type: signing ? "signing" : "token",
         consumer_id: consumerId,
-        created_by: createdBy,
+        created_by: actorKeyId(authority),
         description,
         metadata: JSON.stringify(metadata),
         expires_on: expiresOn,
@@ -163,9 +181,14 @@ export function createKey(
   });
 }
 
-export function getKey(db: Kysely<Database>, rawId: string): Promise<ApiKey> {
+/** Reads a key; a consumer-scoped caller reads only its own consumer's keys. */
+export function getKey(db: Kysely<Database>, authority: Authority, rawId: string): Promise<ApiKey> {
   const id = requireUuid("id", rawId);
-  return withConnectErrors(async () => toApiKeyMessage(await mustFind(db, id)));
+  return withConnectErrors(async () => {
+    const record = await mustFind(db, id);
+    requireInScope(authority, id, record.consumer?.id ?? null);
+    return toApiKeyMessage(record);
+  });
 }
 
 function encodePageToken(record: KeyRecord): string {
@@ -183,9 +206,13 @@ function decodePageToken(token: string): { createdOn: Date; id: string } {
   }
 }
 
-/** Lists keys oldest first, paged, optionally for one policy or consumer. */
+/**
+ * Lists keys oldest first, paged, optionally for one policy or consumer; a
+ * consumer-scoped caller sees only its own consumer's keys.
+ */
 export function listKeys(
   db: Kysely<Database>,
+  authority: Authority,
   req: { pageSize: number; pageToken: string; policyId: string; consumer?: string },
 ): Promise<{ apiKeys: ApiKey[]; nextPageToken: string }> {
   if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) {
@@ -194,7 +221,8 @@ export function listKeys(
   const limit = req.pageSize || DEFAULT_PAGE_SIZE;
   const policyId = req.policyId === "" ? undefined : requireUuid("policy_id", req.policyId);
   const after = req.pageToken === "" ? undefined : decodePageToken(req.pageToken);
-  const consumerRef = req.consumer ? requireConsumerRef("consumer", req.consumer) : undefined;
+  const consumerRef = req.consumer ? requireConsumerRef("consumer", req.consumer) : scopeOf(authority)?.id;
+  if (consumerRef !== undefined) requireOwnConsumer(authority, consumerRef);
   return withConnectErrors(async () => {
     let consumerId: string | undefined;
     if (consumerRef !== undefined) {
@@ -240,8 +268,18 @@ function presentFields(req: AdminUpdateApiKeyRequest): (typeof UPDATABLE)[number
   return UPDATABLE.filter((field) => set[field]);
 }
 
-/** Changes the fields of a key named by the update mask (or set in the request); the token stays. */
-export function updateKey(db: Kysely<Database>, req: AdminUpdateApiKeyRequest, hook?: KeyWriteHook): Promise<ApiKey> {
+/**
+ * Changes the fields of a key named by the update mask (or set in the request);
+ * the token stays. The caller must hold the `apikeys:` permissions of the key's
+ * policy and, when it moves the key, of the new one; a consumer-scoped caller
+ * updates only its own consumer's keys and cannot give them away.
+ */
+export function updateKey(
+  db: Kysely<Database>,
+  authority: Authority,
+  req: AdminUpdateApiKeyRequest,
+  hook?: KeyWriteHook,
+): Promise<ApiKey> {
   const id = requireUuid("id", req.id);
   const fields = resolveUpdateMask(req.updateMask, UPDATABLE, presentFields(req));
   const changes: ApiKeyUpdate = {};
@@ -263,12 +301,16 @@ export function updateKey(db: Kysely<Database>, req: AdminUpdateApiKeyRequest, h
   if (policyId !== undefined) changes.policy_id = policyId;
   const consumer = fields.has("consumer") ? req.consumer || "" : undefined;
   if (consumer) requireConsumerRef("consumer", consumer);
+  if (consumer !== undefined) requireOwnConsumer(authority, consumer);
   return withConnectErrors(() =>
     db.transaction().execute(async (tx) => {
       const key = await repo.lockKey(tx, id);
       if (key === undefined) throw notFound(`API key ${id} not found`);
-      if (policyId !== undefined && (await lockPolicy(tx, policyId, "share")) === undefined) {
-        throw notFound(`policy ${policyId} not found`);
+      requireInScope(authority, id, key.consumer_id);
+      await requireAdministrablePolicy(tx, authority, key.policy_id);
+      if (policyId !== undefined) {
+        if ((await lockPolicy(tx, policyId, "share")) === undefined) throw notFound(`policy ${policyId} not found`);
+        await requireAdministrablePolicy(tx, authority, policyId);
       }
       // A consumer's key may only use a policy granted to that consumer: check when either changes.
       const consumerRef = consumer ?? key.consumer_id;
@@ -286,10 +328,14 @@ export function updateKey(db: Kysely<Database>, req: AdminUpdateApiKeyRequest, h
   );
 }
 
-/** Issues a new token; the old one keeps working for `gracePeriod`, or stops at once. */
+/**
+ * Issues a new token; the old one keeps working for `gracePeriod`, or stops at
+ * once. The caller must be allowed to administer the key (see `updateKey`).
+ */
 export function rotateKey(
   db: Kysely<Database>,
   tokens: TokenSettings,
+  authority: Authority,
   rawId: string,
   gracePeriod: Duration | undefined,
   hook?: KeyWriteHook,
@@ -304,6 +350,8 @@ export function rotateKey(
     const apiKey = await db.transaction().execute(async (tx) => {
       const key = await repo.lockKey(tx, id);
       if (key === undefined) throw notFound(`API key ${id} not found`);
+      requireInScope(authority, id, key.consumer_id);
+      await requireAdministrablePolicy(tx, authority, key.policy_id);
       if (key.credential_type === "signing") {
         throw new ConnectError(
           "a signing key has no token to rotate: create a new signing key, move its holder to it, then delete this one",
@@ -324,12 +372,18 @@ export function rotateKey(
   });
 }
 
-/** Deletes a key for good (its name remembers its id); returns it as it was. */
-export function deleteKey(db: Kysely<Database>, rawId: string, hook?: KeyWriteHook): Promise<ApiKey> {
+/**
+ * Deletes a key for good (its name remembers its id); returns it as it was.
+ * The caller must be allowed to administer the key (see `updateKey`).
+ */
+export function deleteKey(db: Kysely<Database>, authority: Authority, rawId: string, hook?: KeyWriteHook): Promise<ApiKey> {
   const id = requireUuid("id", rawId);
   return withConnectErrors(() =>
     db.transaction().execute(async (tx) => {
-      if ((await repo.lockKey(tx, id)) === undefined) throw notFound(`API key ${id} not found`);
+      const key = await repo.lockKey(tx, id);
+      if (key === undefined) throw notFound(`API key ${id} not found`);
+      requireInScope(authority, id, key.consumer_id);
+      await requireAdministrablePolicy(tx, authority, key.policy_id);
       const before = toApiKeyMessage((await repo.findKeyRecordById(tx, id))!);
       await repo.deleteKey(tx, id);
       await notifyInvalidation(tx, { kind: "key", id });

@@ -56,3 +56,35 @@ export async function deprecateOtherPermissions(db: Db, service: string, keep: r
   if (keep.length > 0) query = query.where("name", "not in", keep);
   await query.execute();
 }
+
+/** The owner of a namespace: a consumer, or (for keys without one) a policy. */
+export type NamespaceOwner = { consumerId: string; policyId?: undefined } | { policyId: string; consumerId?: undefined };
+
+/**
+ * Claims `service` for `owner` unless someone owns it already, then returns its
+ * owner, row-locked until commit (two first registrations racing: one wins).
+ */
+export async function claimNamespace(
+  tx: Transaction<Database>,
+  service: string,
+  owner: NamespaceOwner,
+  claimedBy: string,
+): Promise<NamespaceOwner> {
+  await tx
+    .insertInto("permission_namespaces")
+    .values({
+      service,
+      owner_consumer_id: owner.consumerId ?? null,
+      owner_policy_id: owner.policyId ?? null,
+      claimed_by: claimedBy,
+    })
+    .onConflict((oc) => oc.column("service").doNothing())
+    .execute();
+  const row = await tx
+    .selectFrom("permission_namespaces")
+    .select(["owner_consumer_id", "owner_policy_id"])
+    .where("service", "=", service)
+    .forUpdate()
+    .executeTakeFirstOrThrow();
+  return row.owner_consumer_id !== null ? { consumerId: row.owner_consumer_id } : { policyId: row.owner_policy_id! };
+}

@@ -1,5 +1,7 @@
 import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { Kysely } from "kysely";
+import type { Authority } from "../auth/authority.js";
 import type { Database, PermissionRow } from "../db/schema.js";
 import { invalidArgument, withConnectErrors } from "../errors.js";
 import { type Permission, PermissionSchema } from "../gen/apikeys/v1/resources_pb.js";
@@ -8,6 +10,11 @@ import * as repo from "./permission.repository.js";
 
 /** The namespace of the service's own permissions; only the server registers it. */
 export const OWN_SERVICE = "apikeys";
+
+/** Whether only the server may declare `service`: "apikeys" and every name that starts like it ("apikeys.x", "apikeys-admin"). */
+export function isReservedNamespace(service: string): boolean {
+  return service.startsWith(OWN_SERVICE);
+}
 
 const MAX_DESCRIPTION = 1000;
 const MAX_PERMISSIONS = 1000;
@@ -24,15 +31,25 @@ export function toPermissionMessage(row: PermissionRow): Permission {
 
 /**
  * Declares `service`'s permissions: upserts the given ones and deprecates the
- * ones it no longer sends. Returns the service's permissions afterwards.
+ * ones it no longer sends. Returns the service's permissions afterwards. A
+ * namespace belongs to whoever first registers it (the caller's consumer, or
+ * its policy when its key has none): anyone else is refused, and reserved
+ * namespaces are the server's alone.
  */
 export async function registerPermissions(
   db: Kysely<Database>,
+  authority: Authority,
   service: string,
   declared: ReadonlyArray<{ name: string; description: string }>,
 ): Promise<PermissionRow[]> {
   if (!isValidPart(service)) {
     throw invalidArgument(`service must match [a-z][a-z0-9_.-]* (at most 100 characters), got "${service.slice(0, 100)}"`);
+  }
+  if (authority.kind === "key" && isReservedNamespace(service)) {
+    throw new ConnectError(
+      `the "${service}" namespace is reserved: only the apikeys server declares namespaces starting with "${OWN_SERVICE}"`,
+      Code.PermissionDenied,
+    );
   }
   if (declared.length > MAX_PERMISSIONS) throw invalidArgument(`at most ${MAX_PERMISSIONS} permissions per service`);
   const seen = new Set<string>();
@@ -53,6 +70,16 @@ export async function registerPermissions(
   });
   return withConnectErrors(() =>
     db.transaction().execute(async (tx) => {
+      if (authority.kind === "key") {
+        const caller: repo.NamespaceOwner = authority.consumer ? { consumerId: authority.consumer.id } : { policyId: authority.policyId };
+        const owner = await repo.claimNamespace(tx, service, caller, authority.keyId);
+        if (owner.consumerId !== caller.consumerId || owner.policyId !== caller.policyId) {
+          throw new ConnectError(
+            `the "${service}" namespace belongs to ${owner.consumerId !== undefined ? "a consumer" : "a policy"} other than your key's ${caller.consumerId !== undefined ? "consumer" : "policy"} (the owner is whoever first registered it); only its owner's keys may register it`,
+            Code.PermissionDenied,
+          );
+        }
+      }
       await repo.upsertPermissions(tx, service, permissions);
       await repo.deprecateOtherPermissions(tx, service, [...seen]);
       return repo.listServicePermissions(tx, service);

@@ -3,6 +3,8 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Kysely, Transaction } from "kysely";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Database } from "../db/schema.js";
+import { type Authority, actorKeyId, requireHeldAdminPermissions, requireUnscoped, scopeOf } from "../auth/authority.js";
+import { grantedPolicyIds } from "../consumers/consumer.repository.js";
 import { invalidArgument, notFound, requireName, requireUuid, withConnectErrors } from "../errors.js";
 import type {
   AdminCreateApiKeyPolicyRequest,
@@ -68,23 +70,50 @@ async function requireDeclared(db: Kysely<Database>, field: string, names: reado
   return permissions;
 }
 
-export function listPolicies(db: Kysely<Database>): Promise<ApiKeyPolicy[]> {
-  return withConnectErrors(async () => (await repo.listPolicies(db)).map(toPolicyMessage));
+function describePolicy(policy: { id: string; name: string }): string {
+  return `policy ${policy.name} (${policy.id})`;
 }
 
-/** Creates a policy from declared permissions. */
+/**
+ * The no-escalation rule for anything done to or with a policy (a key on it, a
+ * grant of it): the caller must hold the policy's `apikeys:` permissions itself.
+ */
+export async function requireAdministrablePolicy(db: Kysely<Database> | Transaction<Database>, authority: Authority, policyId: string): Promise<void> {
+  if (authority.kind === "server") return;
+  const policy = await repo.findPolicy(db, policyId);
+  if (policy === undefined) throw notFound(`policy ${policyId} not found`);
+  requireHeldAdminPermissions(authority, describePolicy(policy), policy.permissions);
+}
+
+/** Lists policies by name; a consumer-scoped caller sees only those granted to its consumer. */
+export function listPolicies(db: Kysely<Database>, authority: Authority): Promise<ApiKeyPolicy[]> {
+  const scope = scopeOf(authority);
+  return withConnectErrors(async () => {
+    const policies = await repo.listPolicies(db);
+    if (scope === undefined) return policies.map(toPolicyMessage);
+    const granted = new Set((await grantedPolicyIds(db, [scope.id])).get(scope.id));
+    return policies.filter((p) => granted.has(p.id)).map(toPolicyMessage);
+  });
+}
+
+/**
+ * Creates a policy from declared permissions, which must not grant an
+ * `apikeys:` permission the caller lacks; consumer-scoped callers create none.
+ */
 export function createPolicy(
   db: Kysely<Database>,
   req: Pick<AdminCreateApiKeyPolicyRequest, "name" | "description" | "permissions">,
-  createdBy: string | null,
+  authority: Authority,
   hook?: PolicyWriteHook,
 ): Promise<ApiKeyPolicy> {
+  requireUnscoped(authority, "creating a policy");
   const name = requireName("name", req.name);
   const description = requireDescription(req.description);
   return withConnectErrors(async () => {
     const permissions = await requireDeclared(db, "permissions", req.permissions);
+    requireHeldAdminPermissions(authority, `policy ${name}`, permissions);
     return db.transaction().execute(async (tx) => {
-      const id = await repo.insertPolicy(tx, { name, description, created_by: createdBy });
+      const id = await repo.insertPolicy(tx, { name, description, created_by: actorKeyId(authority) });
       await repo.setPolicyPermissions(tx, id, permissions);
       await hook?.(tx, id);
       const policy = await repo.findPolicy(tx, id);
@@ -93,12 +122,17 @@ export function createPolicy(
   });
 }
 
-/** Updates a policy; every key that uses it sees the change at once. */
+/**
+ * Updates a policy; every key that uses it sees the change at once. The caller
+ * must hold the policy's `apikeys:` permissions before and after the change.
+ */
 export function updatePolicy(
   db: Kysely<Database>,
+  authority: Authority,
   req: AdminUpdateApiKeyPolicyRequest,
   hook?: PolicyWriteHook,
 ): Promise<ApiKeyPolicy> {
+  requireUnscoped(authority, "updating a policy");
   const id = requireUuid("id", req.id);
   const present = [
     ...(req.name !== undefined ? (["name"] as const) : []),
@@ -112,6 +146,11 @@ export function updatePolicy(
     const permissions = fields.has("permissions") ? await requireDeclared(db, "permissions", req.permissions) : undefined;
     return db.transaction().execute(async (tx) => {
       if ((await repo.lockPolicy(tx, id, "update")) === undefined) throw notFound(`policy ${id} not found`);
+      await requireAdministrablePolicy(tx, authority, id);
+      if (permissions !== undefined) {
+        const before = (await repo.findPolicy(tx, id))!;
+        requireHeldAdminPermissions(authority, `${describePolicy(before)} as updated`, permissions);
+      }
       await repo.updatePolicy(tx, id, { ...(name !== undefined && { name }), ...(description !== undefined && { description }) });
       if (permissions !== undefined) await repo.setPolicyPermissions(tx, id, permissions);
       await notifyInvalidation(tx, { kind: "policy", id });
@@ -121,16 +160,22 @@ export function updatePolicy(
   });
 }
 
-/** Deletes a policy and every key that uses it, in one transaction. */
+/**
+ * Deletes a policy and every key that uses it, in one transaction; the caller
+ * must hold the policy's `apikeys:` permissions.
+ */
 export function deletePolicy(
   db: Kysely<Database>,
+  authority: Authority,
   rawId: string,
   hook?: PolicyWriteHook,
 ): Promise<{ policy: ApiKeyPolicy; keysDeleted: number }> {
+  requireUnscoped(authority, "deleting a policy");
   const id = requireUuid("id", rawId);
   return withConnectErrors(() =>
     db.transaction().execute(async (tx) => {
       if ((await repo.lockPolicy(tx, id, "update")) === undefined) throw notFound(`policy ${id} not found`);
+      await requireAdministrablePolicy(tx, authority, id);
       const policy = (await repo.findPolicy(tx, id))!;
       const keyIds = await deleteKeysOfPolicy(tx, id);
       if (!(await repo.deletePolicy(tx, id))) throw new ConnectError("policy vanished during delete", Code.Aborted);

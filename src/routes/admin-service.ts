@@ -1,5 +1,5 @@
 import type { ServiceImpl } from "@connectrpc/connect";
-import { authenticatedKey } from "../auth/auth-context.js";
+import { authorityOf, requireUnscoped } from "../auth/authority.js";
 import type { AppContext } from "../context.js";
 import { ApiKeysAdminService } from "../gen/apikeys/v1/admin_pb.js";
 import * as keys from "../keys/key.service.js";
@@ -12,7 +12,11 @@ import { getAuditEvents } from "../audit/audit.service.js";
 import * as consumers from "../consumers/consumer.service.js";
 import { SecretBox } from "../jwt/secret-box.js";
 
-/** The admin-plane RPCs; the auth interceptor has already checked permissions. */
+/**
+ * The admin-plane RPCs. The auth interceptor has already checked each method's
+ * permission; the domain services apply the no-escalation and consumer-scope
+ * rules to the caller's authority.
+ */
 export function adminService(ctx: AppContext): ServiceImpl<typeof ApiKeysAdminService> {
   const tokens = {
     prefix: ctx.config.tokenPrefix,
@@ -20,48 +24,46 @@ export function adminService(ctx: AppContext): ServiceImpl<typeof ApiKeysAdminSe
     secrets: ctx.config.secretKey === undefined ? undefined : new SecretBox(ctx.config.secretKey),
   };
   return {
-    async adminGetApiKeys(req) {
-      return keys.listKeys(ctx.db, req);
+    async adminGetApiKeys(req, call) {
+      return keys.listKeys(ctx.db, authorityOf(call.values), req);
     },
-    async adminGetApiKey(req) {
-      return { apiKey: await keys.getKey(ctx.db, req.id) };
+    async adminGetApiKey(req, call) {
+      return { apiKey: await keys.getKey(ctx.db, authorityOf(call.values), req.id) };
     },
     async adminCreateApiKey(req, call) {
-      const actor = call.values.get(authenticatedKey)?.id ?? null;
-      const created = await keys.createKey(ctx.db, tokens, req, actor, auditHook(call.values));
+      const created = await keys.createKey(ctx.db, tokens, req, authorityOf(call.values), auditHook(call.values));
       // The NOTIFY reaches this instance's cache a moment later; evict now so the caller reads its own write.
       ctx.verifier.invalidate({ kind: "key", id: created.apiKey.id });
       return created;
     },
     async adminUpdateApiKey(req, call) {
-      const apiKey = await keys.updateKey(ctx.db, req, auditHook(call.values));
+      const apiKey = await keys.updateKey(ctx.db, authorityOf(call.values), req, auditHook(call.values));
       ctx.verifier.invalidate({ kind: "key", id: apiKey.id });
       return { apiKey };
     },
     async adminRotateApiKey(req, call) {
-      const rotated = await keys.rotateKey(ctx.db, tokens, req.id, req.gracePeriod, auditHook(call.values));
+      const rotated = await keys.rotateKey(ctx.db, tokens, authorityOf(call.values), req.id, req.gracePeriod, auditHook(call.values));
       ctx.verifier.invalidate({ kind: "key", id: rotated.apiKey.id });
       return rotated;
     },
     async adminDeleteApiKey(req, call) {
-      const apiKeyDeleted = await keys.deleteKey(ctx.db, req.id, auditHook(call.values));
+      const apiKeyDeleted = await keys.deleteKey(ctx.db, authorityOf(call.values), req.id, auditHook(call.values));
       ctx.verifier.invalidate({ kind: "key", id: apiKeyDeleted.id });
       return { apiKeyDeleted };
     },
-    async adminGetApiKeyPolicies() {
-      return { policies: await policies.listPolicies(ctx.db) };
+    async adminGetApiKeyPolicies(_req, call) {
+      return { policies: await policies.listPolicies(ctx.db, authorityOf(call.values)) };
     },
     async adminCreateApiKeyPolicy(req, call) {
-      const actor = call.values.get(authenticatedKey)?.id ?? null;
-      return { policy: await policies.createPolicy(ctx.db, req, actor, auditHook(call.values)) };
+      return { policy: await policies.createPolicy(ctx.db, req, authorityOf(call.values), auditHook(call.values)) };
     },
     async adminUpdateApiKeyPolicy(req, call) {
-      const policy = await policies.updatePolicy(ctx.db, req, auditHook(call.values));
+      const policy = await policies.updatePolicy(ctx.db, authorityOf(call.values), req, auditHook(call.values));
       ctx.verifier.invalidate({ kind: "policy", id: policy.id });
       return { policy };
     },
     async adminDeleteApiKeyPolicy(req, call) {
-      const { policy, keysDeleted } = await policies.deletePolicy(ctx.db, req.id, auditHook(call.values));
+      const { policy, keysDeleted } = await policies.deletePolicy(ctx.db, authorityOf(call.values), req.id, auditHook(call.values));
       ctx.verifier.invalidate({ kind: "policy", id: policy.id });
       return { policyDeleted: policy, apiKeysDeleted: keysDeleted };
     },
@@ -69,30 +71,31 @@ export function adminService(ctx: AppContext): ServiceImpl<typeof ApiKeysAdminSe
       return withConnectErrors(async () => ({ permissions: (await listPermissions(ctx.db)).map(toPermissionMessage) }));
     },
     async adminCreateConsumer(req, call) {
-      const actor = call.values.get(authenticatedKey)?.id ?? null;
-      return { consumer: await consumers.createConsumer(ctx.db, req.username, actor, auditHook(call.values)) };
+      return { consumer: await consumers.createConsumer(ctx.db, req.username, authorityOf(call.values), auditHook(call.values)) };
     },
     async adminGetConsumer(req, call) {
-      const found = await consumers.getConsumer(ctx.db, req.consumer);
+      const found = await consumers.getConsumer(ctx.db, authorityOf(call.values), req.consumer);
       call.values.get(auditCall)?.addTargets([found.consumer.id]);
       return found;
     },
-    async adminGetConsumers(req) {
-      return consumers.listConsumers(ctx.db, req);
+    async adminGetConsumers(req, call) {
+      return consumers.listConsumers(ctx.db, authorityOf(call.values), req);
     },
     async adminDeleteConsumer(req, call) {
-      const { consumer, deletedKeyIds } = await consumers.deleteConsumer(ctx.db, req.consumer, auditHook(call.values));
+      const { consumer, deletedKeyIds } = await consumers.deleteConsumer(ctx.db, authorityOf(call.values), req.consumer, auditHook(call.values));
       // As for keys: evict here at once rather than when this instance's NOTIFY arrives.
       for (const id of deletedKeyIds) ctx.verifier.invalidate({ kind: "key", id });
       return { consumerDeleted: consumer, apiKeysDeleted: deletedKeyIds.length };
     },
     async adminGrantConsumerPolicies(req, call) {
-      return { consumer: await consumers.grantPolicies(ctx.db, req, auditHook(call.values)) };
+      return { consumer: await consumers.grantPolicies(ctx.db, authorityOf(call.values), req, auditHook(call.values)) };
     },
     async adminRevokeConsumerPolicies(req, call) {
-      return { consumer: await consumers.revokePolicies(ctx.db, req, auditHook(call.values)) };
+      return { consumer: await consumers.revokePolicies(ctx.db, authorityOf(call.values), req, auditHook(call.values)) };
     },
-    async adminGetAuditEvents(req) {
+    async adminGetAuditEvents(req, call) {
+      // The log names every consumer's keys and calls: not for a key confined to one consumer.
+      requireUnscoped(authorityOf(call.values), "reading the audit log");
       return getAuditEvents(ctx.db, req);
     },
   };

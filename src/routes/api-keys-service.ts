@@ -4,6 +4,7 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { isIP } from "node:net";
 import { sql } from "kysely";
 import { authenticatedKey } from "../auth/auth-context.js";
+import { authorityOf, scopeOf } from "../auth/authority.js";
 import { invalidArgument } from "../errors.js";
 import type { AppContext } from "../context.js";
 import {
@@ -17,7 +18,7 @@ import type { ApiKey } from "../gen/apikeys/v1/resources_pb.js";
 import { reportLeakedToken, toApiKeyMessage } from "../keys/key.service.js";
 import { recordChange } from "../audit/audit-call.js";
 import { requirePermissionNames } from "../permissions/permission-name.js";
-import { OWN_SERVICE, registerPermissions, toPermissionMessage } from "../permissions/permission.service.js";
+import { registerPermissions, toPermissionMessage } from "../permissions/permission.service.js";
 import type { KeyRecord } from "../verify/verdict-cache.js";
 
 const HEALTH_TIMEOUT_MS = 2_000;
@@ -74,11 +75,8 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
       return { recognized, found };
     },
 
-    async registerPermissions(req) {
-      if (req.service === OWN_SERVICE) {
-        throw new ConnectError(`the "${OWN_SERVICE}" namespace belongs to this service`, Code.PermissionDenied);
-      }
-      const rows = await registerPermissions(ctx.db, req.service, req.permissions);
+    async registerPermissions(req, call) {
+      const rows = await registerPermissions(ctx.db, authorityOf(call.values), req.service, req.permissions);
       return { permissions: rows.map(toPermissionMessage) };
     },
 
@@ -101,7 +99,15 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
     async testApiKey(_req, call) {
       const key = call.values.get(authenticatedKey);
       if (key === undefined) throw new ConnectError("no API key", Code.Unauthenticated);
-      return { apiKey: toApiKeyMessage(key), permissions: key.policy.permissions };
+      const apiKey = toApiKeyMessage(key);
+      // createdBy names other keys (who made this key and its policy): only for callers who may read any key.
+      const authority = authorityOf(call.values);
+      const readsAllKeys = authority.kind === "key" && authority.adminPermissions.has("apikeys:keys.read") && scopeOf(authority) === undefined;
+      if (!readsAllKeys) {
+        apiKey.createdBy = "";
+        if (apiKey.policy !== undefined) apiKey.policy.createdBy = "";
+      }
+      return { apiKey, permissions: key.policy.permissions };
     },
 
     async getServiceHealth() {

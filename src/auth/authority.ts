@@ -1,0 +1,88 @@
+import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
+import { authenticatedKey } from "./auth-context.js";
+
+/** Prefix of the permissions that administer this service itself. */
+const ADMIN_PREFIX = "apikeys:";
+
+/**
+ * What the caller of a domain write may do: the `apikeys:` permissions it holds
+ * and the consumer its key belongs to. The server itself (bootstrap, start-up
+ * registration) acts with every right.
+ */
+export type Authority =
+  | { kind: "server" }
+  | {
+      kind: "key";
+      keyId: string;
+      policyId: string;
+      /** The caller's `apikeys:` permissions. */
+      adminPermissions: ReadonlySet<string>;
+      /** Set when the caller's key belongs to a consumer: it then administers only that consumer's keys. */
+      consumer: { id: string; username: string } | null;
+    };
+
+export const SERVER_AUTHORITY: Authority = { kind: "server" };
+
+/** The `apikeys:` permissions among `permissions`, sorted. */
+export function adminPermissionsAmong(permissions: readonly string[]): string[] {
+  return permissions.filter((p) => p.startsWith(ADMIN_PREFIX)).sort();
+}
+
+/** The authority of the current call, from the key the auth interceptor verified. */
+export function authorityOf(values: ContextValues): Authority {
+  const key = values.get(authenticatedKey);
+  // Every admin RPC needs a key; a call without one is the server's own (in-process) work.
+  if (key === undefined) return SERVER_AUTHORITY;
+  return {
+    kind: "key",
+    keyId: key.id,
+    policyId: key.policy.id,
+    adminPermissions: new Set(adminPermissionsAmong(key.policy.permissions)),
+    consumer: key.consumer,
+  };
+}
+
+/** The id recorded as creator of what the caller creates (null for the server). */
+export function actorKeyId(authority: Authority): string | null {
+  return authority.kind === "key" ? authority.keyId : null;
+}
+
+/** The consumer the caller is confined to, or undefined when it is not. */
+export function scopeOf(authority: Authority): { id: string; username: string } | undefined {
+  return authority.kind === "key" && authority.consumer !== null ? authority.consumer : undefined;
+}
+
+/**
+ * The no-escalation rule: a caller may only write something (a key on a policy,
+ * a policy, a grant) whose `apikeys:` permissions it holds itself. `what` names
+ * the thing, e.g. `policy "ops" (id …)`; the refusal names each missing permission.
+ */
+export function requireHeldAdminPermissions(authority: Authority, what: string, permissions: readonly string[]): void {
+  if (authority.kind === "server") return;
+  const missing = adminPermissionsAmong(permissions).filter((p) => !authority.adminPermissions.has(p));
+  if (missing.length === 0) return;
+  throw new ConnectError(
+    `${what} grants ${missing.join(", ")}, which your key lacks; a key can only administer what it holds itself`,
+    Code.PermissionDenied,
+  );
+}
+
+/** Refuses consumer-scoped callers: `action` is only for keys that belong to no consumer. */
+export function requireUnscoped(authority: Authority, action: string): void {
+  const scope = scopeOf(authority);
+  if (scope === undefined) return;
+  throw new ConnectError(
+    `your key belongs to consumer ${scope.username}, so it administers only that consumer's keys; ${action} needs a key with no consumer`,
+    Code.PermissionDenied,
+  );
+}
+
+/** Refuses a consumer-scoped caller acting on a key of another consumer (or of none). */
+export function requireInScope(authority: Authority, keyId: string, keyConsumerId: string | null): void {
+  const scope = scopeOf(authority);
+  if (scope === undefined || scope.id === keyConsumerId) return;
+  throw new ConnectError(
+    `API key ${keyId} is not a key of consumer ${scope.username}, the only consumer your key administers`,
+    Code.PermissionDenied,
+  );
+}
