@@ -75,7 +75,7 @@ export async function registerPermissions(
         const owner = await repo.claimNamespace(tx, service, caller, authority.keyId);
         if (owner.consumerId !== caller.consumerId || owner.policyId !== caller.policyId) {
           throw new ConnectError(
-            `the "${service}" namespace belongs to ${owner.consumerId !== undefined ? "a consumer" : "a policy"} other than your key's ${caller.consumerId !== undefined ? "consumer" : "policy"} (the owner is whoever first registered it); only its owner's keys may register it`,
+            `the "${service}" namespace is owned by another ${owner.consumerId !== undefined ? "consumer" : "policy"}, the first to register it; your key registers for its ${caller.consumerId !== undefined ? "consumer" : "policy"}, so it may not`,
             Code.PermissionDenied,
           );
         }

@@ -111,7 +111,7 @@ describe("apikeys:permissions.register registers only its own namespaces", () =>
     for (const permissions of [[{ name: "refund", description: "Anything goes." }], []]) {
       const err = await refusal(() => attacker.clients.data.registerPermissions({ service: "billing", permissions }));
       expect(err?.code).toBe(Code.PermissionDenied);
-      expect(err?.rawMessage).toContain('the "billing" namespace belongs to a policy other than your key\'s policy');
+      expect(err?.rawMessage).toContain('the "billing" namespace is owned by another policy');
     }
     const declared = (await root.admin.adminGetApiKeyPermissions({})).permissions.filter((p) => p.service === "billing");
     expect(declared.map((p) => [p.name, p.description, p.deprecated])).toEqual([["billing:refund", "Refund a charge.", false]]);
@@ -127,5 +127,50 @@ describe("apikeys:permissions.register registers only its own namespaces", () =>
     );
     expect(err?.code).toBe(Code.PermissionDenied);
     expect((await root.admin.adminGetApiKeyPermissions({})).permissions.filter((p) => p.service === "apikeys.x")).toEqual([]);
+  });
+});
+
+describe("namespace ownership", () => {
+  const register = (clients: ReturnType<typeof clientsFor>, service: string, description: string) =>
+    refusal(() => clients.data.registerPermissions({ service, permissions: [{ name: "use", description }] }));
+
+  it("a consumer's namespace is registered by any key of that consumer, and by nobody else", async () => {
+    const team = (await root.admin.adminCreateConsumer({ username: "ns-team" })).consumer!.id;
+    const first = await keyWith("ns-team-first", ["apikeys:permissions.register"], team);
+    const second = await keyWith("ns-team-second", ["apikeys:permissions.register", "apikeys:verify"], team);
+    const outsider = await keyWith("ns-outsider", ["apikeys:permissions.register"]);
+    expect(await register(first.clients, "teamns", "one")).toBeUndefined();
+    expect(await register(second.clients, "teamns", "two")).toBeUndefined();
+    const err = await register(outsider.clients, "teamns", "three");
+    expect(err?.code).toBe(Code.PermissionDenied);
+    expect(err?.rawMessage).toContain('the "teamns" namespace is owned by another consumer, the first to register it; your key registers for its policy');
+    const declared = (await root.admin.adminGetApiKeyPermissions({})).permissions.filter((p) => p.service === "teamns");
+    expect(declared.map((p) => p.description)).toEqual(["two"]);
+  });
+
+  it("a namespace without an owner (as every one is right after the upgrade) goes to the next registration", async () => {
+    const before = await keyWith("ns-before-upgrade", ["apikeys:permissions.register"]);
+    expect(await register(before.clients, "legacy", "registered before ownership")).toBeUndefined();
+    // The state the migration leaves a namespace registered by an older version in: no owner row.
+    await t.server.ctx.db.deleteFrom("permission_namespaces").where("service", "=", "legacy").execute();
+    const after = await keyWith("ns-after-upgrade", ["apikeys:permissions.register"]);
+    expect(await register(after.clients, "legacy", "claimed after the upgrade")).toBeUndefined();
+    expect((await register(before.clients, "legacy", "too late"))?.code).toBe(Code.PermissionDenied);
+  });
+
+  it("deleting the owning policy releases the namespace", async () => {
+    const owner = await keyWith("ns-owner", ["apikeys:permissions.register"]);
+    const next = await keyWith("ns-next", ["apikeys:permissions.register"]);
+    expect(await register(owner.clients, "released", "first")).toBeUndefined();
+    expect((await register(next.clients, "released", "second"))?.code).toBe(Code.PermissionDenied);
+    await root.admin.adminDeleteApiKeyPolicy({ id: owner.policy.id });
+    expect(await register(next.clients, "released", "second")).toBeUndefined();
+  });
+
+  it("two first registrations racing: exactly one owns the namespace", async () => {
+    const racers = await Promise.all([0, 1, 2, 3].map((i) => keyWith(`ns-racer-${i}`, ["apikeys:permissions.register"])));
+    const results = await Promise.all(racers.map((r, i) => register(r.clients, "contested", `racer ${i}`)));
+    expect(results.filter((r) => r === undefined)).toHaveLength(1);
+    expect(results.filter((r) => r?.code === Code.PermissionDenied)).toHaveLength(3);
   });
 });

@@ -324,7 +324,7 @@ describe("every caller × every write RPC × a target below and above its privil
     expect(aboveRefusals.length).toBeGreaterThan(10);
     for (const cell of aboveRefusals) {
       if (cell.rpc === "registerPermissions") {
-        expect(cell.error!.rawMessage).toMatch(/"owned" namespace belongs to a policy other than your key's policy/);
+        expect(cell.error!.rawMessage).toMatch(/the "owned" namespace is owned by another policy, the first to register it; your key registers for its policy/);
       } else {
         expect(cell.error!.rawMessage).toMatch(/grants apikeys:\S+.* which your key lacks/);
         // Something the caller lacks, not something it has.
