@@ -28,11 +28,14 @@ export function adminPermissionsAmong(permissions: readonly string[]): string[] 
   return permissions.filter((p) => p.startsWith(ADMIN_PREFIX)).sort();
 }
 
-/** The authority of the current call, from the key the auth interceptor verified. */
+/**
+ * The authority of the current call, from the key the auth interceptor verified.
+ * A call without one has none: the server's own work passes SERVER_AUTHORITY
+ * itself, so a method wrongly made public cannot act with the server's rights.
+ */
 export function authorityOf(values: ContextValues): Authority {
   const key = values.get(authenticatedKey);
-  // Every admin RPC needs a key; a call without one is the server's own (in-process) work.
-  if (key === undefined) return SERVER_AUTHORITY;
+  if (key === undefined) throw new ConnectError("this call needs an API key", Code.Unauthenticated);
   return {
     kind: "key",
     keyId: key.id,
