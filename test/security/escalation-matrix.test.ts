@@ -2,6 +2,10 @@ import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApiKeysAdminService } from "../../src/gen/apikeys/v1/admin_pb.js";
 import type { ApiKeysService } from "../../src/gen/apikeys/v1/api_keys_pb.js";
+import { SERVER_AUTHORITY } from "../../src/auth/authority.js";
+import { createConsumer, grantPolicies } from "../../src/consumers/consumer.service.js";
+import { createKey } from "../../src/keys/key.service.js";
+import { createPolicy } from "../../src/policies/policy.service.js";
 import { clientsFor, startTestServer, type TestServer } from "../helpers/server.js";
 
 /**
@@ -148,16 +152,22 @@ function targetPermissions(level: Level): string[] {
   return level === "below" ? ["svc:read"] : allAdminPermissions;
 }
 
-/** Root creates what one cell acts on; a scoped caller's keys belong to its consumer. */
+/**
+ * Makes what one cell acts on, with the domain services as the server itself
+ * (the RPCs are what the matrix tests; hundreds of fixtures need not be audited
+ * calls); a scoped caller's keys belong to its consumer.
+ */
 async function prepare(cell: Cell): Promise<void> {
+  const { db, config } = t.server.ctx;
+  const tokenSettings = { prefix: config.tokenPrefix, pepper: config.tokenPepper };
   const consumer = cell.caller === "scoped" ? teamA : undefined;
-  const key = async (policyId: string) =>
-    (await root.admin.adminCreateApiKey({ name: `${cell.name}-target`, policyId, consumer, description: "before" })).apiKey!.id;
+  const key = async (policyId: string, name = `${cell.name}-target`, holder = consumer) =>
+    (await createKey(db, tokenSettings, { name, policyId, consumer: holder, description: "before" }, SERVER_AUTHORITY)).apiKey.id;
   const freshPolicy = async (permissions: string[]) =>
-    (await root.admin.adminCreateApiKeyPolicy({ name: `${cell.name}-target`, description: "before", permissions })).policy!.id;
+    (await createPolicy(db, { name: `${cell.name}-target`, description: "before", permissions }, SERVER_AUTHORITY)).id;
   const freshConsumer = async (granted?: string) => {
-    const id = (await root.admin.adminCreateConsumer({ username: `${cell.name}-target` })).consumer!.id;
-    if (granted !== undefined) await root.admin.adminGrantConsumerPolicies({ consumer: id, policyIds: [granted] });
+    const id = (await createConsumer(db, `${cell.name}-target`, SERVER_AUTHORITY)).id;
+    if (granted !== undefined) await grantPolicies(db, SERVER_AUTHORITY, { consumer: id, policyIds: [granted] });
     return id;
   };
   switch (cell.rpc) {
@@ -185,7 +195,7 @@ async function prepare(cell: Cell): Promise<void> {
       return;
     case "deleteConsumer": {
       cell.targetId = await freshConsumer(targetPolicy(cell.level));
-      await root.admin.adminCreateApiKey({ name: `${cell.name}-held`, policyId: targetPolicy(cell.level), consumer: cell.targetId });
+      await key(targetPolicy(cell.level), `${cell.name}-held`, cell.targetId);
       return;
     }
     case "createKey":
