@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { VerifyCode } from "../../src/gen/apikeys/v1/api_keys_pb.js";
+import { AuditStage } from "../../src/gen/apikeys/v1/audit_pb.js";
 import { clientsFor, startTestServer, type TestServer } from "../helpers/server.js";
 
 /**
@@ -48,6 +49,11 @@ describe("apikeys:keys.write alone does not make a full admin", () => {
     expect(err?.rawMessage).not.toContain("apikeys:keys.write,");
     const names = (await root.admin.adminGetApiKeys({})).apiKeys.map((k) => k.name);
     expect(names).not.toContain("stolen-admin");
+    // The attempt is on record, refused, with the reason.
+    const events = (await root.admin.adminGetAuditEvents({ actorKeyId: attacker.key.id })).events;
+    const failure = events.find((e) => e.rpc.endsWith("/AdminCreateApiKey") && e.stage === AuditStage.FAILURE);
+    expect(failure?.code).toBe("permission_denied");
+    expect(failure?.message).toContain("which your key lacks");
   });
 
   it("cannot move its own key onto apikeys-admin", async () => {
