@@ -231,9 +231,7 @@ export function revokePolicies(
     db.transaction().execute(async (tx) => {
       const row = await repo.lockConsumer(tx, ref, "share");
       if (row === undefined) throw notFound(`consumer ${ref} not found`);
-      for (const id of policyIds) {
-        if ((await findPolicy(tx, id)) !== undefined) await requireAdministrablePolicy(tx, authority, id);
-      }
+      for (const id of policyIds) await requireAdministrablePolicy(tx, authority, id);
       const inUse = await repo.revokePolicies(tx, row.id, policyIds);
       if (inUse.length > 0) {
         throw new ConnectError(

@@ -77,12 +77,17 @@ function describePolicy(policy: { id: string; name: string }): string {
 /**
  * The no-escalation rule for anything done to or with a policy (a key on it, a
  * grant of it): the caller must hold the policy's `apikeys:` permissions itself.
+ * A policy that does not exist grants nothing (callers check existence, and
+ * lock the policy, first).
  */
-export async function requireAdministrablePolicy(db: Kysely<Database> | Transaction<Database>, authority: Authority, policyId: string): Promise<void> {
+export async function requireAdministrablePolicy(
+  db: Kysely<Database> | Transaction<Database>,
+  authority: Authority,
+  policyId: string,
+): Promise<void> {
   if (authority.kind === "server") return;
   const policy = await repo.findPolicy(db, policyId);
-  if (policy === undefined) throw notFound(`policy ${policyId} not found`);
-  requireHeldAdminPermissions(authority, describePolicy(policy), policy.permissions);
+  if (policy !== undefined) requireHeldAdminPermissions(authority, describePolicy(policy), policy.permissions);
 }
 
 /** Lists policies by name; a consumer-scoped caller sees only those granted to its consumer. */
@@ -146,9 +151,9 @@ export function updatePolicy(
     const permissions = fields.has("permissions") ? await requireDeclared(db, "permissions", req.permissions) : undefined;
     return db.transaction().execute(async (tx) => {
       if ((await repo.lockPolicy(tx, id, "update")) === undefined) throw notFound(`policy ${id} not found`);
-      await requireAdministrablePolicy(tx, authority, id);
+      const before = (await repo.findPolicy(tx, id))!;
+      requireHeldAdminPermissions(authority, describePolicy(before), before.permissions);
       if (permissions !== undefined) {
-        const before = (await repo.findPolicy(tx, id))!;
         requireHeldAdminPermissions(authority, `${describePolicy(before)} as updated`, permissions);
       }
       await repo.updatePolicy(tx, id, { ...(name !== undefined && { name }), ...(description !== undefined && { description }) });
@@ -175,8 +180,8 @@ export function deletePolicy(
   return withConnectErrors(() =>
     db.transaction().execute(async (tx) => {
       if ((await repo.lockPolicy(tx, id, "update")) === undefined) throw notFound(`policy ${id} not found`);
-      await requireAdministrablePolicy(tx, authority, id);
       const policy = (await repo.findPolicy(tx, id))!;
+      requireHeldAdminPermissions(authority, describePolicy(policy), policy.permissions);
       const keyIds = await deleteKeysOfPolicy(tx, id);
       if (!(await repo.deletePolicy(tx, id))) throw new ConnectError("policy vanished during delete", Code.Aborted);
       await notifyInvalidation(tx, { kind: "policy", id });
