@@ -527,7 +527,7 @@ describe("the same codes over gRPC and REST", () => {
     expect(await grpc.adminCreateApiKey({ name: "grpc-low", policyId: policy.low }).then(() => "ok")).toBe("ok");
   });
 
-  it("REST: 403 with permission_denied for rotating a key above the caller and for raising a policy", async () => {
+  it("REST: 403 with permission_denied for rotating a key above the caller, raising a policy and taking a namespace", async () => {
     const high = (await root.admin.adminCreateApiKey({ name: "rest-high", policyId: policy.high })).apiKey!;
     const rest = (method: string, path: string, token: string, body: unknown) =>
       fetch(`${t.baseUrl}${path}`, {
@@ -545,6 +545,14 @@ describe("the same codes over gRPC and REST", () => {
     expect(raised.json.code).toBe(Code.PermissionDenied);
     const after = (await root.admin.adminGetApiKeyPolicies({})).policies.find((p) => p.id === target.id)!;
     expect(after.permissions).toEqual(["svc:read"]);
+    for (const service of ["owned", "apikeys.x"]) {
+      const hijack = await rest("POST", "/api/v1/api_keys/permissions:register", tokens.register, {
+        service,
+        permissions: [{ name: "hijacked", description: "" }],
+      });
+      expect(hijack.status, service).toBe(403);
+      expect(hijack.json.code).toBe(Code.PermissionDenied);
+    }
     expect((await root.admin.adminGetApiKey({ id: high.id })).apiKey?.start).toBe(high.start);
   });
 });
