@@ -83,6 +83,18 @@ describe("apikeys:keys.write alone does not make a full admin", () => {
   });
 });
 
+describe("what a partial admin holds, it may still hand out", () => {
+  it("a keys.write key creates keys on its own policy and on policies without apikeys: permissions", async () => {
+    const admin = await keyWith("keys-writer-4", ["apikeys:keys.write"]);
+    const plain = (await root.admin.adminCreateApiKeyPolicy({ name: "plain-4", permissions: [] })).policy!;
+    const peer = await admin.clients.admin.adminCreateApiKey({ name: "keys-writer-4-peer", policyId: admin.policy.id });
+    expect(peer.apiKey?.createdBy).toBe(admin.key.id);
+    const moved = await admin.clients.admin.adminUpdateApiKey({ id: peer.apiKey!.id, policyId: plain.id });
+    expect(moved.apiKey?.policy?.id).toBe(plain.id);
+    expect((await admin.clients.admin.adminRotateApiKey({ id: peer.apiKey!.id })).token).not.toBe(peer.token);
+  });
+});
+
 describe("apikeys:policies.write alone does not make a full admin", () => {
   it("cannot add every apikeys: permission to its own policy", async () => {
     const attacker = await keyWith("policy-writer", ["apikeys:policies.write"]);
