@@ -66,7 +66,7 @@ async function call(method: string, path: string, init: { body?: string; content
 }
 
 describe("routing and mapping", () => {
-  const cases: Array<{ name: string; reason: string; method: string; path: string; body?: string; want: unknown }> = [
+  const cases: Array<{ name: string; method: string; path: string; body?: string; want: unknown }> = [
     { name: "single variable", method: "GET", path: "/v1/echo/abc", want: { id: "abc" } },
     { name: "literal beats variable", method: "GET", path: "/v1/echo/special", want: { name: "special" } },
     { name: "single-segment variable is fully decoded", method: "GET", path: "/v1/echo/a%2Fb%20c", want: { id: "a/b c" } },
