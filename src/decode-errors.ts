@@ -39,24 +39,24 @@ function completeError(error: ConnectError): ConnectError {
 }
 
 /**
- * Completes a gRPC status carried in headers (trailers-only) or trailers. The
- * grpc-message is left as connect encoded it.
+ * Completes a gRPC status carried in headers (trailers-only) or trailers; true
+ * when it changed them. The grpc-message is left as connect encoded it.
  */
-function fixGrpcStatus(headers: Headers | undefined): void {
+function fixGrpcStatus(headers: Headers | undefined): boolean {
   const status = headers?.get("grpc-status");
-  if (headers === undefined || status === null || status === undefined || status === GRPC_STATUS_OK) return;
+  if (headers === undefined || status === null || status === undefined || status === GRPC_STATUS_OK) return false;
   let error: ConnectError | undefined;
   try {
     error = findTrailerError(headers);
   } catch {
-    return;
+    return false;
   }
-  if (error === undefined) return;
+  if (error === undefined) return false;
   // findTrailerError keeps the whole header set as the error's metadata; only the status matters here.
   const bare = new ConnectError(error.rawMessage, error.code);
   bare.details = error.details;
   const completed = completeError(bare);
-  if (completed === bare) return;
+  if (completed === bare) return false;
   headers.set("grpc-status", String(completed.code));
   const detailsStatus = create(StatusSchema, {
     code: completed.code,
@@ -66,6 +66,7 @@ function fixGrpcStatus(headers: Headers | undefined): void {
     ),
   });
   headers.set("grpc-status-details-bin", encodeBinaryHeader(detailsStatus, StatusSchema));
+  return true;
 }
 
 /** Completes a Connect error object ({code, message, details}); undefined when it cannot be read. */
@@ -89,8 +90,7 @@ function fixFrame(chunk: Uint8Array): Uint8Array {
   let data: Uint8Array | undefined;
   if (flags === TRAILER_FLAG) {
     const trailer = trailerParse(chunk.subarray(5));
-    fixGrpcStatus(trailer);
-    data = trailerSerialize(trailer);
+    if (fixGrpcStatus(trailer)) data = trailerSerialize(trailer);
   } else if (flags === END_STREAM_FLAG) {
     let endStream: { error?: JsonValue };
     try {
