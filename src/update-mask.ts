@@ -1,5 +1,5 @@
 import type { FieldMask } from "@bufbuild/protobuf/wkt";
-import { invalidArgument } from "./errors.js";
+import { apiError, invalidArgument } from "./errors.js";
 
 /**
  * Resolves which fields an update touches: the mask's paths when given (each
@@ -17,7 +17,10 @@ export function resolveUpdateMask<F extends string>(
   }
   const unknown = paths.filter((p) => !(allowed as readonly string[]).includes(p));
   if (unknown.length > 0) {
-    throw invalidArgument(`update_mask: unknown field${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}; allowed: ${allowed.join(", ")}`);
+    throw apiError("INVALID_UPDATE_MASK", `update_mask: unknown field${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}; allowed: ${allowed.join(", ")}`, {
+      field: "update_mask",
+      metadata: { paths: unknown.join(","), allowed: allowed.join(",") },
+    });
   }
   return new Set(paths as F[]);
 }

@@ -124,38 +124,38 @@ describe("routing and mapping", () => {
 });
 
 describe("refusals", () => {
-  const cases: Array<{ name: string; method: string; path: string; body?: string; contentType?: string; status: number; message: RegExp; allow?: string }> = [
-    { name: "unknown query parameter", method: "GET", path: "/v1/echo/x?nope=1", status: 400, message: /unknown query parameter "nope"/ },
-    { name: "unknown nested query parameter", method: "GET", path: "/v1/echo/x?nested.nope=1", status: 400, message: /unknown query parameter "nested.nope"/ },
-    { name: "query through a repeated message", method: "GET", path: "/v1/echo/x?items.shelf=a", status: 400, message: /unknown query parameter "items.shelf"/ },
-    { name: "query naming a message", method: "GET", path: "/v1/echo/x?nested=a", status: 400, message: /"nested" names a message field/ },
-    { name: "query naming a map", method: "GET", path: "/v1/echo/x?labels=a", status: 400, message: /"labels" names a map field/ },
-    { name: "singular field given twice", method: "GET", path: "/v1/echo/x?name=a&name=b", status: 400, message: /"name" is given 2 times/ },
-    { name: "same field by both names", method: "GET", path: "/v1/echo/x?page_token=a&pageToken=b", status: 400, message: /given 2 times/ },
-    { name: "bad bool", method: "GET", path: "/v1/echo/x?flag=maybe", status: 400, message: /query parameter "flag": expected true or false/ },
-    { name: "bad int64", method: "GET", path: "/v1/echo/x?big=abc", status: 400, message: /query parameter "big"/ },
-    { name: "bad enum", method: "GET", path: "/v1/echo/x?kind=KIND_NOPE", status: 400, message: /query parameter "kind"/ },
-    { name: "bad duration", method: "GET", path: "/v1/echo/x?timeout=soon", status: 400, message: /query parameter "timeout"/ },
-    { name: "query sets a path field", method: "GET", path: "/v1/echo/x?id=y", status: 400, message: /"id" sets a field bound by the URL path/ },
-    { name: "query sets the body field", method: "PUT", path: "/v1/echo/x/nested?nested.depth=1", body: "{}", status: 400, message: /bound by the request body/ },
-    { name: "query with body *", method: "POST", path: "/v1/echo/x:check?name=z", body: "{}", status: 400, message: /"name" is not allowed: the request body carries every field/ },
-    { name: "malformed percent-encoding", method: "GET", path: "/v1/echo/%ZZ", status: 400, message: /malformed percent-encoding/ },
-    { name: "malformed JSON", method: "POST", path: "/v1/echo/x:check", body: '{"name":', status: 400, message: /request body is not valid JSON/ },
-    { name: "unknown body field", method: "POST", path: "/v1/echo/x:check", body: '{"nope":1}', status: 400, message: /key "nope" is unknown/ },
-    { name: "body of the wrong JSON type", method: "POST", path: "/v1/echo/x:check", body: "[1]", status: 400, message: /invalid request body/ },
-    { name: "wrong type in body", method: "POST", path: "/v1/echo/x:check", body: '{"big":"x"}', status: 400, message: /invalid request body/ },
-    { name: "text body", method: "POST", path: "/v1/echo/x:check", body: "name=a", contentType: "text/plain", status: 415, message: /unsupported content type "text\/plain"/ },
-    { name: "non-UTF-8 charset", method: "POST", path: "/v1/echo/x:check", body: "{}", contentType: "application/json; charset=latin1", status: 415, message: /unsupported content type/ },
-    { name: "body too large", method: "POST", path: "/v1/echo/x:check", body: JSON.stringify({ name: "x".repeat(READ_MAX_BYTES) }), status: 413, message: /exceeds 1024 bytes/ },
-    { name: "wrong method", method: "DELETE", path: "/v1/echo/x", status: 405, message: /method DELETE not allowed/, allow: "GET" },
-    { name: "wrong method on a literal route", method: "POST", path: "/v1/echo/special", status: 405, message: /allowed: GET/, allow: "GET" },
+  const cases: Array<{ name: string; reason: string; method: string; path: string; body?: string; contentType?: string; status: number; message: RegExp; allow?: string }> = [
+    { name: "unknown query parameter", reason: "UNKNOWN_FIELD", method: "GET", path: "/v1/echo/x?nope=1", status: 400, message: /unknown query parameter "nope"/ },
+    { name: "unknown nested query parameter", reason: "UNKNOWN_FIELD", method: "GET", path: "/v1/echo/x?nested.nope=1", status: 400, message: /unknown query parameter "nested.nope"/ },
+    { name: "query through a repeated message", reason: "UNKNOWN_FIELD", method: "GET", path: "/v1/echo/x?items.shelf=a", status: 400, message: /unknown query parameter "items.shelf"/ },
+    { name: "query naming a message", reason: "INVALID_FIELD", method: "GET", path: "/v1/echo/x?nested=a", status: 400, message: /"nested" names a message field/ },
+    { name: "query naming a map", reason: "INVALID_FIELD", method: "GET", path: "/v1/echo/x?labels=a", status: 400, message: /"labels" names a map field/ },
+    { name: "singular field given twice", reason: "INVALID_FIELD", method: "GET", path: "/v1/echo/x?name=a&name=b", status: 400, message: /"name" is given 2 times/ },
+    { name: "same field by both names", reason: "INVALID_FIELD", method: "GET", path: "/v1/echo/x?page_token=a&pageToken=b", status: 400, message: /given 2 times/ },
+    { name: "bad bool", reason: "INVALID_FIELD", method: "GET", path: "/v1/echo/x?flag=maybe", status: 400, message: /query parameter "flag": expected true or false/ },
+    { name: "bad int64", reason: "INVALID_FIELD", method: "GET", path: "/v1/echo/x?big=abc", status: 400, message: /query parameter "big"/ },
+    { name: "bad enum", reason: "UNKNOWN_ENUM_VALUE", method: "GET", path: "/v1/echo/x?kind=KIND_NOPE", status: 400, message: /query parameter "kind"/ },
+    { name: "bad duration", reason: "INVALID_FIELD", method: "GET", path: "/v1/echo/x?timeout=soon", status: 400, message: /query parameter "timeout"/ },
+    { name: "query sets a path field", reason: "INVALID_FIELD", method: "GET", path: "/v1/echo/x?id=y", status: 400, message: /"id" sets a field bound by the URL path/ },
+    { name: "query sets the body field", reason: "INVALID_FIELD", method: "PUT", path: "/v1/echo/x/nested?nested.depth=1", body: "{}", status: 400, message: /bound by the request body/ },
+    { name: "query with body *", reason: "INVALID_FIELD", method: "POST", path: "/v1/echo/x:check?name=z", body: "{}", status: 400, message: /"name" is not allowed: the request body carries every field/ },
+    { name: "malformed percent-encoding", reason: "MALFORMED_REQUEST", method: "GET", path: "/v1/echo/%ZZ", status: 400, message: /malformed percent-encoding/ },
+    { name: "malformed JSON", reason: "MALFORMED_REQUEST", method: "POST", path: "/v1/echo/x:check", body: '{"name":', status: 400, message: /request body is not valid JSON/ },
+    { name: "unknown body field", reason: "UNKNOWN_FIELD", method: "POST", path: "/v1/echo/x:check", body: '{"nope":1}', status: 400, message: /key "nope" is unknown/ },
+    { name: "body of the wrong JSON type", reason: "MALFORMED_REQUEST", method: "POST", path: "/v1/echo/x:check", body: "[1]", status: 400, message: /invalid request body/ },
+    { name: "wrong type in body", reason: "INVALID_FIELD", method: "POST", path: "/v1/echo/x:check", body: '{"big":"x"}', status: 400, message: /invalid request body/ },
+    { name: "text body", reason: "UNSUPPORTED_CONTENT_TYPE", method: "POST", path: "/v1/echo/x:check", body: "name=a", contentType: "text/plain", status: 415, message: /unsupported content type "text\/plain"/ },
+    { name: "non-UTF-8 charset", reason: "UNSUPPORTED_CONTENT_TYPE", method: "POST", path: "/v1/echo/x:check", body: "{}", contentType: "application/json; charset=latin1", status: 415, message: /unsupported content type/ },
+    { name: "body too large", reason: "REQUEST_TOO_LARGE", method: "POST", path: "/v1/echo/x:check", body: JSON.stringify({ name: "x".repeat(READ_MAX_BYTES) }), status: 413, message: /exceeds 1024 bytes/ },
+    { name: "wrong method", reason: "UNIMPLEMENTED", method: "DELETE", path: "/v1/echo/x", status: 405, message: /method DELETE not allowed/, allow: "GET" },
+    { name: "wrong method on a literal route", reason: "UNIMPLEMENTED", method: "POST", path: "/v1/echo/special", status: 405, message: /allowed: GET/, allow: "GET" },
   ];
-  it.each(cases)("$name → $status", async ({ method, path, body, contentType, status, message, allow }) => {
+  it.each(cases)("$name → $status $reason", async ({ reason, method, path, body, contentType, status, message, allow }) => {
     const res = await call(method, path, body === undefined ? {} : { body, ...(contentType !== undefined && { contentType }) });
     expect(res.status).toBe(status);
-    const json = res.json as { code: number; message: string; details: unknown[] };
+    const json = res.json as { code: number; message: string; details: Array<{ "@type": string; reason?: string }> };
     expect(json.message).toMatch(message);
-    expect(json.details).toEqual([]);
+    expect(json.details[0]).toMatchObject({ "@type": "type.googleapis.com/google.rpc.ErrorInfo", reason, domain: "apikeys" });
     expect(typeof json.code).toBe("number");
     if (allow !== undefined) expect(res.headers.get("allow")).toBe(allow);
   });
@@ -196,8 +196,11 @@ describe("error mapping", () => {
     const res = await call("GET", `/v1/fail/${code}`);
     expect(res.status).toBe(status);
     expect(res.headers.get("content-type")).toBe("application/json");
-    const details = code === Code.FailedPrecondition ? [{ "@type": "type.googleapis.com/transcoding.test.v1.Nested", shelf: "why" }] : [];
-    expect(res.json).toEqual({ code, message: "failing on purpose", details });
+    // A detail the handler attached is kept; every error also gets the ErrorInfo of its code.
+    const own = code === Code.FailedPrecondition ? [{ "@type": "type.googleapis.com/transcoding.test.v1.Nested", shelf: "why" }] : [];
+    const details = [...own, expect.objectContaining({ "@type": "type.googleapis.com/google.rpc.ErrorInfo", domain: "apikeys" })];
+    expect(res.json).toMatchObject({ code, message: "failing on purpose" });
+    expect((res.json as { details: unknown[] }).details).toEqual(code === Code.InvalidArgument ? [...details, expect.anything()] : details);
     expect(res.headers.get("www-authenticate")).toBe(code === Code.Unauthenticated ? "Bearer" : null);
   });
 });

@@ -148,7 +148,7 @@ describe("the curl walk-through", () => {
     expect(deleted.json.apiKeyDeleted.id).toBe(apiKey.id);
     const gone = await rest("GET", `/api/v1/api_keys/${apiKey.id}`);
     expect(gone.status).toBe(404);
-    expect(gone.json).toEqual({ code: 5, message: expect.any(String), details: [] });
+    expect(gone.json).toEqual({ code: 5, message: expect.any(String), details: [{ "@type": "type.googleapis.com/google.rpc.ErrorInfo", reason: "NOT_FOUND", domain: "apikeys" }] });
 
     const deletedPolicy = await rest("DELETE", `/api/v1/api_keys/policies/${policy.id}`);
     expect(deletedPolicy.json).toMatchObject({ policyDeleted: { id: policy.id }, apiKeysDeleted: 0 });
@@ -191,7 +191,11 @@ describe("errors carry the HTTP status of their code and a google.rpc.Status", (
       const res = await rest("GET", "/api/v1/api_keys/policies", { token });
       expect(res.status).toBe(401);
       expect(res.headers.get("www-authenticate")).toBe("Bearer");
-      expect(res.json).toEqual({ code: 16, message: expect.any(String), details: [] });
+      expect(res.json).toEqual({
+        code: 16,
+        message: expect.any(String),
+        details: [{ "@type": "type.googleapis.com/google.rpc.ErrorInfo", reason: token === null ? "API_KEY_MISSING" : "API_KEY_INVALID", domain: "apikeys" }],
+      });
     }
   });
 
@@ -200,7 +204,11 @@ describe("errors carry the HTTP status of their code and a google.rpc.Status", (
     const { token } = (await rest("POST", "/api/v1/api_keys", { body: { name: "rest-403-key", policyId: policy.id } })).json;
     const res = await rest("GET", "/api/v1/api_keys/policies", { token });
     expect(res.status).toBe(403);
-    expect(res.json).toEqual({ code: 7, message: expect.stringContaining("apikeys:policies.read"), details: [] });
+    expect(res.json).toEqual({
+      code: 7,
+      message: expect.stringContaining("apikeys:policies.read"),
+      details: [{ "@type": "type.googleapis.com/google.rpc.ErrorInfo", reason: "PERMISSION_MISSING", domain: "apikeys", metadata: { permissions: "apikeys:policies.read" } }],
+    });
   });
 
   it("409 on a duplicate name, 404 on an unknown id, 400 on invalid input", async () => {

@@ -1,4 +1,5 @@
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { Interceptor } from "@connectrpc/connect";
+import { type Reason, apiError } from "../errors.js";
 import { VerifyCode } from "../gen/apikeys/v1/api_keys_pb.js";
 import { methodRequirement } from "../permissions/declarations.js";
 import type { Verifier } from "../verify/verifier.js";
@@ -10,7 +11,7 @@ export function tokenFromHeaders(headers: Headers): string | undefined {
   if (authorization !== null) {
     const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
     if (match === null) {
-      throw new ConnectError("Authorization header must be 'Bearer <token>'", Code.Unauthenticated);
+      throw apiError("AUTHORIZATION_MALFORMED", "Authorization header must be 'Bearer <token>'");
     }
     return match[1];
   }
@@ -27,6 +28,15 @@ export const REFUSALS: Partial<Record<VerifyCode, string>> = {
   [VerifyCode.RATE_LIMITED]: "API key is over its rate limit",
 };
 
+/** The ErrorInfo reason of each refusal. */
+const REFUSAL_REASONS: Partial<Record<VerifyCode, Reason>> = {
+  [VerifyCode.NOT_FOUND]: "API_KEY_INVALID",
+  [VerifyCode.DISABLED]: "API_KEY_DISABLED",
+  [VerifyCode.EXPIRED]: "API_KEY_EXPIRED",
+  [VerifyCode.IP_NOT_ALLOWED]: "API_KEY_IP_NOT_ALLOWED",
+  [VerifyCode.RATE_LIMITED]: "API_KEY_RATE_LIMITED",
+};
+
 /**
  * Enforces each method's `(apikeys.v1.auth)` requirement with the server's own
  * verifier, and puts the verified key into the call's context values.
@@ -37,17 +47,16 @@ export function authInterceptor(verifier: Verifier): Interceptor {
     if (requirement.kind === "public") return next(req);
     if (requirement.kind === "undeclared") {
       // Fail closed: a method nobody classified is callable by nobody.
-      throw new ConnectError(`${req.method.name} has no access rule`, Code.PermissionDenied);
+      throw apiError("ACCESS_RULE_MISSING", `${req.method.name} has no access rule`, { metadata: { method: req.method.name } });
     }
     // A key presented to this service directly is held to its CIDRs by the caller's own address.
     const peer = req.contextValues.get(peerAddress);
     const hasCredentials = req.header.has("authorization") || req.header.has("x-api-key");
     const retryAfterMs = hasCredentials ? verifier.failures.retryAfterMs(peer) : 0;
     if (retryAfterMs > 0) {
-      throw new ConnectError(
-        `too many failed authentication attempts from this address; retry in ${Math.ceil(retryAfterMs / 1000)}s`,
-        Code.ResourceExhausted,
-      );
+      throw apiError("AUTH_THROTTLED", `too many failed authentication attempts from this address; retry in ${Math.ceil(retryAfterMs / 1000)}s`, {
+        retryAfterMs,
+      });
     }
     let token: string | undefined;
     try {
@@ -57,21 +66,20 @@ export function authInterceptor(verifier: Verifier): Interceptor {
       throw err;
     }
     if (token === undefined) {
-      throw new ConnectError("missing API key: send 'Authorization: Bearer <token>' or 'x-api-key: <token>'", Code.Unauthenticated);
+      throw apiError("API_KEY_MISSING", "missing API key: send 'Authorization: Bearer <token>' or 'x-api-key: <token>'");
     }
     const verdict =
       requirement.kind === "permissions"
         ? await verifier.verify(token, requirement.allOf, requirement.anyOf, peer)
         : await verifier.verify(token, [], [], peer);
     if (verdict.code === VerifyCode.INSUFFICIENT_PERMISSIONS) {
-      throw new ConnectError(
-        `API key lacks permission${verdict.missing.length > 1 ? "s" : ""} ${verdict.missing.join(", ")}`,
-        Code.PermissionDenied,
-      );
+      throw apiError("PERMISSION_MISSING", `API key lacks permission${verdict.missing.length > 1 ? "s" : ""} ${verdict.missing.join(", ")}`, {
+        metadata: { permissions: verdict.missing.join(",") },
+      });
     }
     if (verdict.code !== VerifyCode.VALID) {
       if (verdict.code === VerifyCode.NOT_FOUND) verifier.failures.recordFailure(peer);
-      throw new ConnectError(REFUSALS[verdict.code] ?? "invalid API key", Code.Unauthenticated);
+      throw apiError(REFUSAL_REASONS[verdict.code] ?? "API_KEY_INVALID", REFUSALS[verdict.code] ?? "invalid API key");
     }
     req.contextValues.set(authenticatedKey, verdict.key);
     return next(req);

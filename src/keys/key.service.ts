@@ -2,7 +2,7 @@ import { create, type JsonObject } from "@bufbuild/protobuf";
 import { type Duration, type Timestamp, durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Kysely, Transaction } from "kysely";
 import type { ApiKeyUpdate, Database } from "../db/schema.js";
-import { invalidArgument, notFound, requireName, requireUuid, withConnectErrors } from "../errors.js";
+import { apiError, invalidArgument, notFound, requireName, requireUuid, withConnectErrors } from "../errors.js";
 import type { AdminUpdateApiKeyRequest } from "../gen/apikeys/v1/admin_pb.js";
 import { type ApiKey, ApiKeySchema, type CidrList, CredentialType, type RateLimit } from "../gen/apikeys/v1/resources_pb.js";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -138,7 +138,13 @@ export function createKey(
   const consumerRef = req.consumer ? requireConsumerRef("consumer", req.consumer) : scopeOf(authority)?.id;
   if (consumerRef !== undefined) requireOwnConsumer(authority, consumerRef);
   const credentialType = req.credentialType ?? CredentialType.UNSPECIFIED;
-  if (!(credentialType in CredentialType)) throw invalidArgument(`credential_type ${credentialType} is not known`);
+  if (!(credentialType in CredentialType)) {
+    // The binary twin of an unknown enum name in JSON, which the codec refuses with the same reason.
+    throw apiError("UNKNOWN_ENUM_VALUE", `credential_type ${credentialType} is not known`, {
+      field: "credential_type",
+      metadata: { enum: "apikeys.v1.CredentialType", value: String(credentialType) },
+    });
+  }
   const signing = credentialType === CredentialType.SIGNING;
   const secrets = tokens.secrets;
   if (signing && secrets === undefined) {

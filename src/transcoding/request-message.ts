@@ -1,5 +1,6 @@
 import { type DescField, type DescMessage, type JsonObject, type JsonValue, type Message, ScalarType, create, mergeFromJson } from "@bufbuild/protobuf";
-import { invalidArgument } from "../errors.js";
+import { invalidArgument, reasonOf } from "../errors.js";
+import { STRICT_JSON_OPTIONS } from "../strict-json.js";
 import type { HttpRoute } from "./http-rules.js";
 import type { TemplateMatch } from "./path-template.js";
 
@@ -11,7 +12,6 @@ const WRAPPERS = new Set(
   ["Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes"].map((t) => `google.protobuf.${t}Value`),
 );
 
-const JSON_READ = { ignoreUnknownFields: false };
 
 /**
  * Builds the request message of `route` from the path variables, the query string
@@ -27,9 +27,9 @@ export function buildRequestMessage(
   const schema = route.method.input;
   const message = create(schema);
   if (route.body === "*") {
-    merge(schema, message, body ?? {}, "request body");
+    merge(schema, message, body ?? {}, "request body", undefined);
   } else if (route.body !== undefined && body !== undefined) {
-    merge(schema, message, { [route.body.jsonName]: body }, "request body");
+    merge(schema, message, { [route.body.jsonName]: body }, "request body", undefined);
   }
 
   const bound = new Map<string, string>();
@@ -39,13 +39,13 @@ export function buildRequestMessage(
   const params = new Map<string, { name: string; fields: DescField[]; values: string[] }>();
   for (const name of new Set(query.keys())) {
     if (route.body === "*") {
-      throw invalidArgument(`query parameter "${name}" is not allowed: the request body carries every field`);
+      throw invalidArgument(`query parameter "${name}" is not allowed: the request body carries every field`, name);
     }
     const fields = resolveQueryName(schema, name);
     const canonical = fields.map((f) => f.name).join(".");
     for (const [path, where] of bound) {
       if (canonical === path || canonical.startsWith(`${path}.`)) {
-        throw invalidArgument(`query parameter "${name}" sets a field bound by ${where}`);
+        throw invalidArgument(`query parameter "${name}" sets a field bound by ${where}`, name);
       }
     }
     const entry = params.get(canonical) ?? { name, fields, values: [] };
@@ -55,27 +55,30 @@ export function buildRequestMessage(
   for (const { name, fields, values } of params.values()) {
     const leaf = fields.at(-1)!;
     if (leaf.fieldKind !== "list" && values.length > 1) {
-      throw invalidArgument(`query parameter "${name}" is given ${values.length} times but is not repeated`);
+      throw invalidArgument(`query parameter "${name}" is given ${values.length} times but is not repeated`, name);
     }
     const converted = values.map((v) => toJsonValue(leaf, v, `query parameter "${name}"`));
     const json = nest(fields, leaf.fieldKind === "list" ? converted : converted[0]!);
-    merge(schema, message, json, `query parameter "${name}"`);
+    merge(schema, message, json, `query parameter "${name}"`, name);
   }
 
   // Path variables go last, so they win over a body that sets the same field.
   for (const v of match.values) {
     const fields = resolveFieldNames(schema, v.fieldPath);
     const what = `path variable "${v.fieldPath.join(".")}"`;
-    merge(schema, message, nest(fields, toJsonValue(fields.at(-1)!, v.value, what)), what);
+    merge(schema, message, nest(fields, toJsonValue(fields.at(-1)!, v.value, what)), what, v.fieldPath.join("."));
   }
   return message;
 }
 
-function merge(schema: DescMessage, message: Message, json: JsonValue, what: string) {
+/** Merges JSON into the message; a value the decoder refuses is blamed on `field` when the decoder names none. */
+function merge(schema: DescMessage, message: Message, json: JsonValue, what: string, field: string | undefined) {
   try {
-    mergeFromJson(schema, message, json, JSON_READ);
+    mergeFromJson(schema, message, json, STRICT_JSON_OPTIONS);
   } catch (err) {
-    throw invalidArgument(`invalid ${what}: ${(err as Error).message}`);
+    const text = `invalid ${what}: ${(err as Error).message}`;
+    const error = invalidArgument(text);
+    throw field !== undefined && reasonOf(error) === "MALFORMED_REQUEST" ? invalidArgument(text, field) : error;
   }
 }
 
@@ -96,7 +99,7 @@ function resolveQueryName(schema: DescMessage, name: string): DescField[] {
     (leaf.fieldKind === "list" && leaf.listKind !== "message") ||
     (leaf.fieldKind === "message" && isPrimitiveJsonMessage(leaf.message));
   if (!settable) {
-    throw invalidArgument(`query parameter "${name}" names a ${leaf.fieldKind} field; only scalar fields can be set from the query`);
+    throw invalidArgument(`query parameter "${name}" names a ${leaf.fieldKind} field; only scalar fields can be set from the query`, name);
   }
   return fields;
 }
@@ -150,7 +153,7 @@ function toJsonValue(field: DescField, text: string, what: string): JsonValue {
   if (scalar === ScalarType.BOOL) {
     if (text === "true" || text === "1") return true;
     if (text === "false" || text === "0") return false;
-    throw invalidArgument(`invalid ${what}: expected true or false, got "${text.slice(0, 64)}"`);
+    throw invalidArgument(`invalid ${what}: expected true or false, got "${text.slice(0, 64)}"`, field.name);
   }
   // proto3 JSON accepts numbers, 64-bit integers and bytes (base64) as strings.
   return text;

@@ -12,6 +12,8 @@ import { errorFromJsonBytes } from "@connectrpc/connect/protocol-connect";
 import type { HttpHandler } from "../server.js";
 import { type HttpRoute, httpRoutes } from "./http-rules.js";
 import { PathDecodeError, type TemplateMatch, compareSpecificity, matchTemplate } from "./path-template.js";
+import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.js";
+import { readJsonBody } from "../strict-json.js";
 import { buildRequestMessage } from "./request-message.js";
 import { type RpcStatus, httpStatusFromCode, statusBody } from "./status.js";
 
@@ -53,7 +55,8 @@ export function restHandler(options: RestHandlerOptions): HttpHandler {
   const handlers = new Map<DescMethod, UniversalHandler>(router.handlers.map((h) => [h.method, h]));
   const services = [...new Set(router.handlers.map((h) => h.service))];
   const routes = httpRoutes(services);
-  const registry = createRegistry(...new Set(services.flatMap((s) => [s.file, ...s.file.dependencies])));
+  // The error details' types too, so REST expands them as JSON.
+  const registry = createRegistry(file_google_rpc_error_details, ...new Set(services.flatMap((s) => [s.file, ...s.file.dependencies])));
 
   return async (req, res) => {
     const url = req.url ?? "/";
@@ -115,7 +118,7 @@ export function restHandler(options: RestHandlerOptions): HttpHandler {
           };
         }
         try {
-          body = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(read.bytes)) as JsonValue;
+          body = readJsonBody(read.bytes);
         } catch (err) {
           return { status: 400, rpcStatus: { code: Code.InvalidArgument, message: `request body is not valid JSON: ${(err as Error).message}`, details: [] } };
         }
@@ -170,7 +173,9 @@ export function restHandler(options: RestHandlerOptions): HttpHandler {
   }
 }
 
-function sendStatus(res: NodeResponse, status: number, body: RpcStatus, extra: Record<string, string> = {}) {
+function sendStatus(res: NodeResponse, status: number, rpcStatus: RpcStatus, extra: Record<string, string> = {}) {
+  // REST's own refusals get their details like every other error.
+  const body = rpcStatus.details.length > 0 ? rpcStatus : statusBody(new ConnectError(rpcStatus.message, rpcStatus.code), createRegistry());
   const headers: Record<string, string> = { ...extra, "content-type": "application/json" };
   if (status === 401) headers["www-authenticate"] = "Bearer";
   const text = JSON.stringify(body);

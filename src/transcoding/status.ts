@@ -1,5 +1,6 @@
 import { type JsonObject, type Registry, create, fromBinary, toJson } from "@bufbuild/protobuf";
 import { Code, type ConnectError } from "@connectrpc/connect";
+import { withErrorDetails } from "../errors.js";
 
 /** The JSON form of google.rpc.Status that REST errors carry. */
 export interface RpcStatus {
@@ -34,10 +35,12 @@ export function httpStatusFromCode(code: Code): number {
 }
 
 /**
- * google.rpc.Status JSON for an error. Details whose type the registry knows are
- * expanded as proto3 JSON `Any`; others keep their bytes base64-encoded in `value`.
+ * google.rpc.Status JSON for an error, with its details (withErrorDetails).
+ * Details whose type the registry knows are expanded as proto3 JSON `Any`;
+ * others keep their bytes base64-encoded in `value`.
  */
-export function statusBody(error: ConnectError, registry: Registry): RpcStatus {
+export function statusBody(err: ConnectError, registry: Registry): RpcStatus {
+  const error = withErrorDetails(err);
   const details = error.details.map((d): JsonObject => {
     if ("desc" in d) {
       return { "@type": `type.googleapis.com/${d.desc.typeName}`, ...(toJson(d.desc, create(d.desc, d.value), { registry }) as JsonObject) };
