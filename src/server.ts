@@ -2,7 +2,7 @@ import type { ConnectRouter } from "@connectrpc/connect";
 import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { peerContextValues } from "./auth/auth-context.js";
-import { authInterceptor } from "./auth/auth-interceptor.js";
+import { authInterceptor, failureThrottleInterceptor } from "./auth/auth-interceptor.js";
 import { auditInterceptors } from "./audit/audit-interceptor.js";
 import { bootstrap, grantOwnPermissionsToAdminPolicy } from "./bootstrap.js";
 import type { Config } from "./config.js";
@@ -142,11 +142,13 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
 
     const ctx: AppContext = { config, db: database.db, databaseKind: database.kind, prepared: database.prepared, logger, verifier: v, invalidations };
     const auth = authInterceptor(v);
-    const interceptors = [requestLogInterceptor(logger), metrics.interceptor(), auth];
+    const throttle = failureThrottleInterceptor(v);
+    const interceptors = [requestLogInterceptor(logger), metrics.interceptor(), throttle, auth];
     // Only the admin plane is audited. The audit log brackets auth: its outer half also records
-    // calls auth refuses, its inner half knows the actor. Service options replace the listener's list.
-    const audit = auditInterceptors(database.db, logger);
-    const adminInterceptors = [requestLogInterceptor(logger), metrics.interceptor(), audit.outer, auth, audit.inner];
+    // calls auth refuses, its inner half knows the actor. Calls from a peer the throttle blocks are
+    // refused before it, so failing authentication cannot fill the log. Service options replace the listener's list.
+    const audit = auditInterceptors(database.db, logger, config.auditRequestMaxBytes);
+    const adminInterceptors = [requestLogInterceptor(logger), metrics.interceptor(), throttle, audit.outer, auth, audit.inner];
     // Plain-HTTP handlers tried in order for requests that are not RPCs.
     const httpHandlers: HttpHandler[] = [];
     const probes = probesHandler(ctx);

@@ -93,7 +93,7 @@ export function adminService(ctx: AppContext): ServiceImpl<typeof ApiKeysAdminSe
       return { consumer: await consumers.revokePolicies(ctx.db, req, auditHook(call.values)) };
     },
     async adminGetAuditEvents(req) {
-      return getAuditEvents(ctx.db, req);
+      return getAuditEvents(ctx.db, req, ctx.config.auditRequestMaxBytes);
     },
   };
 }
