@@ -57,6 +57,24 @@ function httpFallback(handlers: readonly HttpHandler[]) {
   };
 }
 
+type ListenHandler = Parameters<typeof listen>[0];
+
+/** A port's handler that answers 503 until the service behind it is ready, then serves it. */
+class DeferredHandler {
+  private target: ListenHandler | undefined;
+
+  readonly handle: ListenHandler = (req, res) => {
+    if (this.target !== undefined) return this.target(req, res);
+    const body = JSON.stringify({ code: 14, message: "apikeys is starting; retry shortly", details: [] });
+    res.writeHead(503, { "content-type": "application/json", "retry-after": "1", "content-length": String(Buffer.byteLength(body)) });
+    res.end(body);
+  };
+
+  serve(target: ListenHandler): void {
+    this.target = target;
+  }
+}
+
 /** A running apikeys server. */
 export interface Server {
   ctx: AppContext;
@@ -74,14 +92,32 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
   const problems = checkAuthOptions([...SERVICES]);
   if (problems.length > 0) throw new Error(`invalid auth options: ${problems.join("; ")}`);
 
-  const database: DatabaseHandle = await openDatabase({
-    databaseUrl: config.databaseUrl,
-    dataDir: config.dataDir,
-    poolSize: config.databasePoolSize,
-    logger,
-  });
+  // Ports are bound before the database is touched: a start that cannot have its port (EADDRINUSE)
+  // fails without opening, migrating or checkpointing anything. Until the service is ready they answer 503.
+  const dataPlane = new DeferredHandler();
+  const adminPlane = config.adminPort === undefined ? undefined : new DeferredHandler();
+  const listeners: Listener[] = [await listen(dataPlane.handle, config.port, config.host)];
+  if (adminPlane !== undefined) {
+    try {
+      listeners.push(await listen(adminPlane.handle, config.adminPort!, config.adminHost));
+    } catch (err) {
+      await listeners[0]!.close(0);
+      throw err;
+    }
+  }
+  let database: DatabaseHandle;
+  try {
+    database = await openDatabase({
+      databaseUrl: config.databaseUrl,
+      dataDir: config.dataDir,
+      poolSize: config.databasePoolSize,
+      logger,
+    });
+  } catch (err) {
+    await Promise.all(listeners.map((l) => l.close(0)));
+    throw err;
+  }
   let verifier: Verifier | undefined;
-  const listeners: Listener[] = [];
   try {
     const applied = await migrateToLatest(database.db);
     if (applied.length > 0) logger.info({ migrations: applied }, "database migrated");
@@ -173,11 +209,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
     const admin = (router: ConnectRouter) =>
       router.service(ApiKeysAdminService, adminService(ctx), { interceptors: adminInterceptors });
 
-    if (config.adminPort === undefined) {
-      listeners.push(await listen(handler((r) => (data(r), admin(r)), [metricsHandler, dashboard]), config.port, config.host));
+    if (adminPlane === undefined) {
+      dataPlane.serve(handler((r) => (data(r), admin(r)), [metricsHandler, dashboard]));
     } else {
-      listeners.push(await listen(handler(data), config.port, config.host));
-      listeners.push(await listen(handler(admin, [metricsHandler, dashboard]), config.adminPort, config.adminHost));
+      dataPlane.serve(handler(data));
+      adminPlane.serve(handler(admin, [metricsHandler, dashboard]));
     }
     logger.info(
       { port: listeners[0]!.port, admin_port: listeners[1]?.port, database: database.kind },

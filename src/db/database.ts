@@ -5,6 +5,7 @@ import { PGliteDialect } from "kysely-pglite-dialect";
 import pg from "pg";
 import type { Logger } from "pino";
 import type { PoolStats } from "../metrics.js";
+import { type DataDirLock, lockDataDir } from "./data-dir-lock.js";
 import type { Database } from "./schema.js";
 
 /** Channel on which every key/policy write announces what it made stale. */
@@ -117,8 +118,19 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
 }
 
 async function openPglite(options: DatabaseOptions): Promise<DatabaseHandle> {
-  if (!options.dataDir.startsWith("memory://")) mkdirSync(options.dataDir, { recursive: true });
-  const pglite = await PGlite.create(options.dataDir);
+  let lock: DataDirLock | undefined;
+  if (!options.dataDir.startsWith("memory://")) {
+    mkdirSync(options.dataDir, { recursive: true });
+    // PGlite is a single-process database: a second process on the same files would corrupt them.
+    lock = lockDataDir(options.dataDir);
+  }
+  let pglite: PGlite;
+  try {
+    pglite = await PGlite.create(options.dataDir);
+  } catch (err) {
+    lock?.release();
+    throw err;
+  }
   const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
   return {
     db,
@@ -128,7 +140,11 @@ async function openPglite(options: DatabaseOptions): Promise<DatabaseHandle> {
       onState(true);
     },
     async close() {
-      await db.destroy();
+      try {
+        await db.destroy();
+      } finally {
+        lock?.release();
+      }
     },
   };
 }
