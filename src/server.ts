@@ -112,6 +112,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
       dataDir: config.dataDir,
       poolSize: config.databasePoolSize,
       logger,
+      listenerPingIntervalMs: config.listenerPingIntervalMs,
     });
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close(0)));
@@ -169,8 +170,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
           invalidations.publish(event);
         }
       },
-      (listening) => {
-        v.setListening(listening);
+      (listening, missedSince) => {
+        v.setListening(listening, missedSince);
         invalidations.setListening(listening);
         logger.info({ listening }, "invalidation listener state");
       },

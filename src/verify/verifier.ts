@@ -92,9 +92,11 @@ export class Verifier {
    * Follows the invalidation listener: while it is down events may be missed, so
    * nothing new is cached and what is cached answers for at most
    * `outageStalenessMs` (a database outage need not stop verification at once);
-   * when it is back, everything cached before is dropped.
+   * when it is back, everything cached before is dropped. `missedSince` is when
+   * events may first have been missed (for a listener that silently stopped
+   * delivering: its last proven delivery), where the staleness window starts.
    */
-  setListening(listening: boolean): void {
+  setListening(listening: boolean, missedSince = Date.now()): void {
     this.listening = listening;
     const staleness = this.options.outageStalenessMs ?? 0;
     if (listening || staleness === 0) {
@@ -102,7 +104,7 @@ export class Verifier {
       this.cache.clear();
     } else {
       // Reconnect attempts report "down" again and again; the window starts at the first.
-      this.staleUntil ??= Date.now() + staleness;
+      this.staleUntil ??= missedSince + staleness;
     }
   }
 
