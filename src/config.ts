@@ -28,7 +28,11 @@ export interface Config {
   authFailureWindowMs: number;
   /** How long cached keys keep answering after the database connection is lost; 0 refuses at once. */
   outageStalenessMs: number;
+  /** How often the LISTEN connection proves itself with a self-NOTIFY; an echo missing this long marks it down. */
+  listenerPingIntervalMs: number;
   logLevel: string;
+  /** Largest request JSON an audit event stores whole (UTF-8 bytes); larger ones are stored truncated. */
+  auditRequestMaxBytes: number;
   /** Server secret that encrypts signing keys' secrets at rest; without it no signing key can be made or checked. */
   secretKey: string | undefined;
   /** Longest lifetime (exp - iat) of a JWT signed with a signing key. */
@@ -109,7 +113,9 @@ export function readConfig(env: Env = process.env): Config {
     authFailureLimit: integer(env, "APIKEYS_AUTH_FAILURE_LIMIT", 100, 0, 1_000_000),
     authFailureWindowMs: integer(env, "APIKEYS_AUTH_FAILURE_WINDOW_SECONDS", 60, 1, 86_400) * 1000,
     outageStalenessMs: integer(env, "APIKEYS_OUTAGE_STALENESS_SECONDS", 30, 0, 3600) * 1000,
+    listenerPingIntervalMs: integer(env, "APIKEYS_LISTENER_PING_SECONDS", 5, 1, 600) * 1000,
     logLevel,
+    auditRequestMaxBytes: integer(env, "APIKEYS_AUDIT_REQUEST_MAX_BYTES", 8_192, 256, 65_536),
     secretKey,
     jwtMaxLifetimeMs: integer(env, "APIKEYS_JWT_MAX_LIFETIME_SECONDS", 300, 1, 86_400) * 1000,
     jwtClockSkewMs: integer(env, "APIKEYS_JWT_CLOCK_SKEW_SECONDS", 30, 0, 600) * 1000,

@@ -265,3 +265,19 @@ export function requireName(field: string, value: string): string {
   if (value !== value.trim()) throw invalidArgument(`${field} must not start or end with spaces`);
   return value;
 }
+
+/** Earliest and latest instants accepted anywhere: years 1 to 9999, which every codec, Postgres and PGlite represent alike. */
+const EARLIEST_MS = Date.parse("0001-01-01T00:00:00.000Z");
+const LATEST_MS = Date.parse("9999-12-31T23:59:59.999Z");
+
+/** Whether a date lies within years 1 to 9999. */
+export function isWithinYears1To9999(date: Date): boolean {
+  const ms = date.getTime();
+  return ms >= EARLIEST_MS && ms <= LATEST_MS;
+}
+
+/** Checks a time given in a request, naming the field when it is outside years 1 to 9999. */
+export function requireTimeInRange(field: string, date: Date): Date {
+  if (!isWithinYears1To9999(date)) throw invalidArgument(`${field} must be a time between the years 1 and 9999`);
+  return date;
+}

@@ -2,7 +2,7 @@ import type { ConnectRouter } from "@connectrpc/connect";
 import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { peerContextValues } from "./auth/auth-context.js";
-import { authInterceptor } from "./auth/auth-interceptor.js";
+import { authInterceptor, failureThrottleInterceptor } from "./auth/auth-interceptor.js";
 import { auditInterceptors } from "./audit/audit-interceptor.js";
 import { SERVER_AUTHORITY } from "./auth/authority.js";
 import { bootstrap, grantOwnPermissionsToAdminPolicy } from "./bootstrap.js";
@@ -58,6 +58,24 @@ function httpFallback(handlers: readonly HttpHandler[]) {
   };
 }
 
+type ListenHandler = Parameters<typeof listen>[0];
+
+/** A port's handler that answers 503 until the service behind it is ready, then serves it. */
+class DeferredHandler {
+  private target: ListenHandler | undefined;
+
+  readonly handle: ListenHandler = (req, res) => {
+    if (this.target !== undefined) return this.target(req, res);
+    const body = JSON.stringify({ code: 14, message: "apikeys is starting; retry shortly", details: [] });
+    res.writeHead(503, { "content-type": "application/json", "retry-after": "1", "content-length": String(Buffer.byteLength(body)) });
+    res.end(body);
+  };
+
+  serve(target: ListenHandler): void {
+    this.target = target;
+  }
+}
+
 /** A running apikeys server. */
 export interface Server {
   ctx: AppContext;
@@ -75,14 +93,33 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
   const problems = checkAuthOptions([...SERVICES]);
   if (problems.length > 0) throw new Error(`invalid auth options: ${problems.join("; ")}`);
 
-  const database: DatabaseHandle = await openDatabase({
-    databaseUrl: config.databaseUrl,
-    dataDir: config.dataDir,
-    poolSize: config.databasePoolSize,
-    logger,
-  });
+  // Ports are bound before the database is touched: a start that cannot have its port (EADDRINUSE)
+  // fails without opening, migrating or checkpointing anything. Until the service is ready they answer 503.
+  const dataPlane = new DeferredHandler();
+  const adminPlane = config.adminPort === undefined ? undefined : new DeferredHandler();
+  const listeners: Listener[] = [await listen(dataPlane.handle, config.port, config.host)];
+  if (adminPlane !== undefined) {
+    try {
+      listeners.push(await listen(adminPlane.handle, config.adminPort!, config.adminHost));
+    } catch (err) {
+      await listeners[0]!.close(0);
+      throw err;
+    }
+  }
+  let database: DatabaseHandle;
+  try {
+    database = await openDatabase({
+      databaseUrl: config.databaseUrl,
+      dataDir: config.dataDir,
+      poolSize: config.databasePoolSize,
+      logger,
+      listenerPingIntervalMs: config.listenerPingIntervalMs,
+    });
+  } catch (err) {
+    await Promise.all(listeners.map((l) => l.close(0)));
+    throw err;
+  }
   let verifier: Verifier | undefined;
-  const listeners: Listener[] = [];
   try {
     const applied = await migrateToLatest(database.db);
     if (applied.length > 0) logger.info({ migrations: applied }, "database migrated");
@@ -134,8 +171,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
           invalidations.publish(event);
         }
       },
-      (listening) => {
-        v.setListening(listening);
+      (listening, missedSince) => {
+        v.setListening(listening, missedSince);
         invalidations.setListening(listening);
         logger.info({ listening }, "invalidation listener state");
       },
@@ -143,11 +180,13 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
 
     const ctx: AppContext = { config, db: database.db, databaseKind: database.kind, prepared: database.prepared, logger, verifier: v, invalidations };
     const auth = authInterceptor(v);
-    const interceptors = [requestLogInterceptor(logger), metrics.interceptor(), auth];
+    const throttle = failureThrottleInterceptor(v);
+    const interceptors = [requestLogInterceptor(logger), metrics.interceptor(), throttle, auth];
     // Only the admin plane is audited. The audit log brackets auth: its outer half also records
-    // calls auth refuses, its inner half knows the actor. Service options replace the listener's list.
-    const audit = auditInterceptors(database.db, logger);
-    const adminInterceptors = [requestLogInterceptor(logger), metrics.interceptor(), audit.outer, auth, audit.inner];
+    // calls auth refuses, its inner half knows the actor. Calls from a peer the throttle blocks are
+    // refused before it, so failing authentication cannot fill the log. Service options replace the listener's list.
+    const audit = auditInterceptors(database.db, logger, config.auditRequestMaxBytes);
+    const adminInterceptors = [requestLogInterceptor(logger), metrics.interceptor(), throttle, audit.outer, auth, audit.inner];
     // Plain-HTTP handlers tried in order for requests that are not RPCs.
     const httpHandlers: HttpHandler[] = [];
     const probes = probesHandler(ctx);
@@ -172,11 +211,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
     const admin = (router: ConnectRouter) =>
       router.service(ApiKeysAdminService, adminService(ctx), { interceptors: adminInterceptors });
 
-    if (config.adminPort === undefined) {
-      listeners.push(await listen(handler((r) => (data(r), admin(r)), [metricsHandler, dashboard]), config.port, config.host));
+    if (adminPlane === undefined) {
+      dataPlane.serve(handler((r) => (data(r), admin(r)), [metricsHandler, dashboard]));
     } else {
-      listeners.push(await listen(handler(data), config.port, config.host));
-      listeners.push(await listen(handler(admin, [metricsHandler, dashboard]), config.adminPort, config.adminHost));
+      dataPlane.serve(handler(data));
+      adminPlane.serve(handler(admin, [metricsHandler, dashboard]));
     }
     logger.info(
       { port: listeners[0]!.port, admin_port: listeners[1]?.port, database: database.kind },

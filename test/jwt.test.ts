@@ -154,6 +154,17 @@ describe.each(["connect", "grpc"] as const)("verifying signed credentials over %
     expect(await verify(await sign(id, secret, { exp: -1 }))).toBe(VerifyCode.CLAIMS_INVALID);
     const noIat = await new SignJWT({}).setProtectedHeader({ alg: "HS256" }).setIssuer(id).setExpirationTime("1m").sign(new TextEncoder().encode(secret));
     expect(await verify(noIat)).toBe(VerifyCode.CLAIMS_INVALID);
+    // Expiring before it was issued: a negative lifetime is no lifetime, not a short one.
+    expect(await verify(await sign(id, secret, { iat: now(), exp: now() - 1 }))).toBe(VerifyCode.CLAIMS_INVALID);
+    expect(await verify(await sign(id, secret, { iat: now() + 5, exp: now() + 4 }))).toBe(VerifyCode.CLAIMS_INVALID);
+  });
+
+  it("refuses a jti holding control characters as a verdict, not an RPC error", async () => {
+    const { id, secret } = await createSigningKey(`signer-jti-nul-${protocol}`);
+    for (const jti of ["a\u0000b", "line\nbreak", "\u007f"]) {
+      expect([jti, await verify(await sign(id, secret, { jti }))]).toEqual([jti, VerifyCode.CLAIMS_INVALID]);
+    }
+    expect(await verify(await sign(id, secret, { jti: "ünïcode-✓" }))).toBe(VerifyCode.VALID);
   });
 
   it("refuses a jti replayed within the lifetime", async () => {

@@ -7,12 +7,14 @@ import type { Database } from "../db/schema.js";
 import { isUuid, toConnectError } from "../errors.js";
 import { codeName } from "../request-log-interceptor.js";
 import { AuditCall, auditCall } from "./audit-call.js";
-import { insertAuditEvent } from "./audit.repository.js";
+import { boundedRequest, insertAuditEvent } from "./audit.repository.js";
 
 // Fields that may carry a credential are dropped from the recorded request, whatever the RPC.
 const SECRET_FIELD = /token|secret|password/i;
 // Request fields (JSON names) that name the records a call acts on; filters such as targetId are not targets.
 const TARGET_FIELDS = new Set(["id", "policyId", "policyIds", "consumer"]);
+// Ids taken from one request at most, so that, like the request itself, they cannot make an event unboundedly large.
+const MAX_REQUEST_TARGETS = 100;
 
 /**
  * The request as JSON with every credential-like field removed, recursively,
@@ -53,7 +55,7 @@ function requestTargets(json: Record<string, unknown>): string[] {
       if (typeof v === "string" && isUuid(v)) ids.push(v.toLowerCase());
     }
   }
-  return ids;
+  return ids.slice(0, MAX_REQUEST_TARGETS);
 }
 
 /**
@@ -62,11 +64,15 @@ function requestTargets(json: Record<string, unknown>): string[] {
  * writes the outcome. `inner` goes after it: it knows the actor and writes the
  * attempt before the handler runs; if that write fails the call does not run.
  */
-export function auditInterceptors(db: Kysely<Database>, logger: Logger): { outer: Interceptor; inner: Interceptor } {
+export function auditInterceptors(
+  db: Kysely<Database>,
+  logger: Logger,
+  requestMaxBytes: number,
+): { outer: Interceptor; inner: Interceptor } {
   const outer: Interceptor = (next) => async (req) => {
     if (req.stream) return next(req);
     const json = requestJson(req.method.input, req.message);
-    const call = new AuditCall(`${req.service.typeName}/${req.method.name}`, json, requestTargets(json));
+    const call = new AuditCall(`${req.service.typeName}/${req.method.name}`, boundedRequest(json, requestMaxBytes), requestTargets(json));
     req.contextValues.set(auditCall, call);
     let res;
     try {

@@ -38,8 +38,37 @@ const REFUSAL_REASONS: Partial<Record<VerifyCode, Reason>> = {
 };
 
 /**
+ * Verdicts that show the presenter holds no credential (an unknown or malformed
+ * token, a JWT whose signature does not verify): what guessing produces. A real
+ * key that is disabled, expired or out of its grants is no guess.
+ */
+export function isGuess(code: VerifyCode): boolean {
+  return code === VerifyCode.NOT_FOUND || code === VerifyCode.SIGNATURE_INVALID;
+}
+
+/**
+ * Refuses every call to a method that needs a key from a peer address that has
+ * failed authentication too often (see `authInterceptor`), before anything else
+ * runs: it is installed ahead of the audit log, so a blocked peer writes nothing.
+ */
+export function failureThrottleInterceptor(verifier: Verifier): Interceptor {
+  return (next) => async (req) => {
+    if (methodRequirement(req.method).kind === "public") return next(req);
+    const retryAfterMs = verifier.failures.retryAfterMs(req.contextValues.get(peerAddress));
+    if (retryAfterMs > 0) {
+      throw apiError("AUTH_THROTTLED", `too many failed authentication attempts from this address; retry in ${Math.ceil(retryAfterMs / 1000)}s`, {
+        retryAfterMs,
+      });
+    }
+    return next(req);
+  };
+}
+
+/**
  * Enforces each method's `(apikeys.v1.auth)` requirement with the server's own
- * verifier, and puts the verified key into the call's context values.
+ * verifier, and puts the verified key into the call's context values. Every
+ * failed authentication of the caller — no key, a malformed header, a guess —
+ * counts against its peer address (never an address the request names).
  */
 export function authInterceptor(verifier: Verifier): Interceptor {
   return (next) => async (req) => {
@@ -51,13 +80,6 @@ export function authInterceptor(verifier: Verifier): Interceptor {
     }
     // A key presented to this service directly is held to its CIDRs by the caller's own address.
     const peer = req.contextValues.get(peerAddress);
-    const hasCredentials = req.header.has("authorization") || req.header.has("x-api-key");
-    const retryAfterMs = hasCredentials ? verifier.failures.retryAfterMs(peer) : 0;
-    if (retryAfterMs > 0) {
-      throw apiError("AUTH_THROTTLED", `too many failed authentication attempts from this address; retry in ${Math.ceil(retryAfterMs / 1000)}s`, {
-        retryAfterMs,
-      });
-    }
     let token: string | undefined;
     try {
       token = tokenFromHeaders(req.header);
@@ -66,6 +88,7 @@ export function authInterceptor(verifier: Verifier): Interceptor {
       throw err;
     }
     if (token === undefined) {
+      verifier.failures.recordFailure(peer);
       throw apiError("API_KEY_MISSING", "missing API key: send 'Authorization: Bearer <token>' or 'x-api-key: <token>'");
     }
     const verdict =
@@ -78,7 +101,7 @@ export function authInterceptor(verifier: Verifier): Interceptor {
       });
     }
     if (verdict.code !== VerifyCode.VALID) {
-      if (verdict.code === VerifyCode.NOT_FOUND) verifier.failures.recordFailure(peer);
+      if (isGuess(verdict.code)) verifier.failures.recordFailure(peer);
       throw apiError(REFUSAL_REASONS[verdict.code] ?? "API_KEY_INVALID", REFUSALS[verdict.code] ?? "invalid API key");
     }
     req.contextValues.set(authenticatedKey, verdict.key);

@@ -143,8 +143,11 @@ export function listConsumers(
   const limit = req.pageSize || DEFAULT_PAGE_SIZE;
   let afterUsername: string | undefined;
   if (req.pageToken !== "") {
-    afterUsername = Buffer.from(req.pageToken, "base64url").toString("utf8");
-    if (afterUsername === "" || /\s/.test(afterUsername)) throw invalidArgument("page_token is not one this service issued");
+    try {
+      afterUsername = requireUsername(Buffer.from(req.pageToken, "base64url").toString("utf8"));
+    } catch {
+      throw invalidArgument("page_token is not one this service issued");
+    }
   }
   const scope = scopeOf(authority);
   return withConnectErrors(async () => {

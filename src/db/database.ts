@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { PGlite } from "@electric-sql/pglite";
 import { Kysely, PostgresDialect } from "kysely";
@@ -5,20 +6,32 @@ import { PGliteDialect } from "kysely-pglite-dialect";
 import pg from "pg";
 import type { Logger } from "pino";
 import type { PoolStats } from "../metrics.js";
+import { type DataDirLock, lockDataDir } from "./data-dir-lock.js";
+import { ListenerLiveness } from "./listener-liveness.js";
 import type { Database } from "./schema.js";
 
 /** Channel on which every key/policy write announces what it made stale. */
 export const INVALIDATION_CHANNEL = "apikeys_invalidation";
+
+/**
+ * Reports the listener's state: `true` once proven to deliver, `false` when lost,
+ * with the time (epoch ms) since which events may have been missed.
+ */
+export type ListenerState = (listening: boolean, missedSince?: number) => void;
+
+/** `application_name` of the LISTEN connection, so operators can find it in pg_stat_activity. */
+export const LISTENER_APPLICATION_NAME = "apikeys-listener";
 
 /** A database handle plus the LISTEN side of NOTIFY, for either backend. */
 export interface DatabaseHandle {
   db: Kysely<Database>;
   kind: "postgres" | "pglite";
   /**
-   * Subscribes to a channel. `onState(true)` fires once listening (again after every
-   * reconnect); `onState(false)` when the listener is lost and events may be missed.
+   * Subscribes to a channel. `onState(true)` fires once listening is proven (again after
+   * every reconnect); `onState(false, since)` when the listener is lost and events may
+   * have been missed since `since`. Resolves once listening, or once the first attempt failed.
    */
-  listen(channel: string, onMessage: (payload: string) => void, onState: (listening: boolean) => void): Promise<void>;
+  listen(channel: string, onMessage: (payload: string) => void, onState: ListenerState): Promise<void>;
   close(): Promise<void>;
   /** Connection pool figures (Postgres only). */
   poolStats?: () => PoolStats;
@@ -37,6 +50,8 @@ export interface DatabaseOptions {
   dataDir: string;
   poolSize: number;
   logger: Logger;
+  /** How often the LISTEN connection proves itself alive with a self-NOTIFY (Postgres only; default 5 s). */
+  listenerPingIntervalMs?: number;
 }
 
 /** Opens Postgres when a URL is given, else an embedded PGlite database on disk. */
@@ -54,25 +69,62 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   let closed = false;
   let listener: pg.Client | undefined;
+  const pingIntervalMs = options.listenerPingIntervalMs ?? 5_000;
+  let stopLiveness: (() => void) | undefined;
 
-  async function connectListener(channel: string, onMessage: (p: string) => void, onState: (l: boolean) => void) {
+  async function connectListener(channel: string, onMessage: (p: string) => void, onState: ListenerState) {
     let attempt = 0;
+    // Up to the first echo of a connection, events since the previous connection's last echo may be missing.
+    let lastEchoAt: number | undefined;
+    // A channel of this process's own, so no instance hears another's pings.
+    const pingChannel = `apikeys_listener_${randomBytes(8).toString("hex")}`;
     const connect = async (): Promise<void> => {
       if (closed) return;
-      const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 });
-      const lost = () => {
+      const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000, application_name: LISTENER_APPLICATION_NAME });
+      let live = false;
+      let proven: (() => void) | undefined;
+      const liveness = new ListenerLiveness(
+        pingIntervalMs,
+        async (payload) => void (await pool.query("select pg_notify($1, $2)", [pingChannel, payload])),
+        () => {
+          lastEchoAt = Date.now();
+          if (!live) {
+            live = true;
+            attempt = 0;
+            onState(true);
+          }
+          proven?.();
+        },
+        (reason) => {
+          options.logger.warn({ reason }, "invalidation listener stopped delivering; reconnecting");
+          // A connection that stopped delivering may never close by itself: drop it, since `end()` would wait for it.
+          client.connection.stream.destroy();
+          lost(lastEchoAt);
+        },
+        (err) => options.logger.warn({ err: err.message }, "invalidation listener could not send its self-NOTIFY"),
+      );
+      stopLiveness = () => liveness.stop();
+      let gone = false;
+      const lost = (since?: number) => {
+        if (gone) return;
+        gone = true;
+        liveness.stop();
+        proven?.();
         if (listener === client) listener = undefined;
         client.removeAllListeners();
         client.on("error", () => {});
         client.end().catch(() => {});
         if (closed) return;
-        onState(false);
+        // Closed or failed at once: delivery was sound until now. Missed echoes: since the last one.
+        onState(false, since ?? Date.now());
         const delay = Math.min(5_000, 100 * 2 ** Math.min(attempt++, 6));
         setTimeout(() => void connect(), delay).unref();
       };
       try {
         client.on("notification", (msg) => {
-          if (msg.channel === channel && msg.payload !== undefined) onMessage(msg.payload);
+          if (msg.payload === undefined) return;
+          if (msg.channel === channel) onMessage(msg.payload);
+          else if (msg.channel === pingChannel) liveness.echo(msg.payload);
         });
         client.on("error", (err) => {
           options.logger.warn({ err: err.message }, "invalidation listener lost its connection");
@@ -81,9 +133,12 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
         client.on("end", () => lost());
         await client.connect();
         await client.query(`LISTEN ${channel}`);
+        await client.query(`LISTEN ${pingChannel}`);
         listener = client;
-        attempt = 0;
-        onState(true);
+        // Listening counts from the first echo: a connection that never delivers is never live.
+        const firstEcho = new Promise<void>((resolve) => (proven = resolve));
+        liveness.start();
+        await firstEcho;
       } catch (err) {
         options.logger.warn({ err: (err as Error).message }, "invalidation listener could not connect");
         lost();
@@ -104,6 +159,7 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
     },
     async close() {
       closed = true;
+      stopLiveness?.();
       const client = listener;
       listener = undefined;
       if (client) {
@@ -117,8 +173,19 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
 }
 
 async function openPglite(options: DatabaseOptions): Promise<DatabaseHandle> {
-  if (!options.dataDir.startsWith("memory://")) mkdirSync(options.dataDir, { recursive: true });
-  const pglite = await PGlite.create(options.dataDir);
+  let lock: DataDirLock | undefined;
+  if (!options.dataDir.startsWith("memory://")) {
+    mkdirSync(options.dataDir, { recursive: true });
+    // PGlite is a single-process database: a second process on the same files would corrupt them.
+    lock = lockDataDir(options.dataDir);
+  }
+  let pglite: PGlite;
+  try {
+    pglite = await PGlite.create(options.dataDir);
+  } catch (err) {
+    lock?.release();
+    throw err;
+  }
   const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
   return {
     db,
@@ -128,7 +195,11 @@ async function openPglite(options: DatabaseOptions): Promise<DatabaseHandle> {
       onState(true);
     },
     async close() {
-      await db.destroy();
+      try {
+        await db.destroy();
+      } finally {
+        lock?.release();
+      }
     },
   };
 }

@@ -22,6 +22,8 @@ export interface SigningSettings {
 
 const ALGORITHM = "HS256";
 const MAX_JTI_LENGTH = 256;
+// A jti is an identifier: control characters (NUL among them, which Postgres cannot store) make it a malformed claim.
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
 // Expired JWT ids are deleted after this many new ones, so the table stays small without a timer.
 const PRUNE_EVERY = 1000;
 
@@ -82,10 +84,13 @@ export class SignedCredentialVerifier {
     const iat = payload.iat! * 1000;
     const exp = payload.exp! * 1000;
     if (iat > now + this.settings.clockSkewMs) return VerifyCode.CLAIMS_INVALID;
-    if (exp - iat > this.settings.maxLifetimeMs) return VerifyCode.CLAIMS_INVALID;
+    // A token that expires before it was issued has no lifetime at all, whatever the skew tolerates.
+    if (exp <= iat || exp - iat > this.settings.maxLifetimeMs) return VerifyCode.CLAIMS_INVALID;
     const jti = (payload as { jti?: unknown }).jti;
     if (jti !== undefined) {
-      if (typeof jti !== "string" || jti === "" || jti.length > MAX_JTI_LENGTH) return VerifyCode.CLAIMS_INVALID;
+      if (typeof jti !== "string" || jti === "" || jti.length > MAX_JTI_LENGTH || CONTROL_CHARACTER.test(jti)) {
+        return VerifyCode.CLAIMS_INVALID;
+      }
       if (!(await this.firstUse(keyId, jti, new Date(exp + this.settings.clockSkewMs)))) return VerifyCode.REPLAYED;
     }
     return found;

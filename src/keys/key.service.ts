@@ -2,7 +2,7 @@ import { create, type JsonObject } from "@bufbuild/protobuf";
 import { type Duration, type Timestamp, durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Kysely, Transaction } from "kysely";
 import type { ApiKeyUpdate, Database } from "../db/schema.js";
-import { apiError, invalidArgument, notFound, requireName, requireUuid, withConnectErrors } from "../errors.js";
+import { apiError, invalidArgument, isWithinYears1To9999, notFound, requireName, requireUuid, withConnectErrors } from "../errors.js";
 import type { AdminUpdateApiKeyRequest } from "../gen/apikeys/v1/admin_pb.js";
 import { type ApiKey, ApiKeySchema, type CidrList, CredentialType, type RateLimit } from "../gen/apikeys/v1/resources_pb.js";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -205,7 +205,7 @@ function decodePageToken(token: string): { createdOn: Date; id: string } {
   try {
     const [createdOn, id] = JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as [string, string];
     const date = new Date(createdOn);
-    if (Number.isNaN(date.getTime())) throw new Error("bad date");
+    if (!isWithinYears1To9999(date)) throw new Error("no key was created then");
     return { createdOn: date, id: requireUuid("page_token", id) };
   } catch {
     throw invalidArgument("page_token is not one this service issued");

@@ -96,7 +96,7 @@ export function adminService(ctx: AppContext): ServiceImpl<typeof ApiKeysAdminSe
     async adminGetAuditEvents(req, call) {
       // The log names every consumer's keys and calls: not for a key confined to one consumer.
       requireUnscoped(authorityOf(call.values), "reading the audit log");
-      return getAuditEvents(ctx.db, req);
+      return getAuditEvents(ctx.db, req, ctx.config.auditRequestMaxBytes);
     },
   };
 }

@@ -5,6 +5,7 @@ import { isIP } from "node:net";
 import { sql } from "kysely";
 import { authenticatedKey } from "../auth/auth-context.js";
 import { authorityOf, scopeOf } from "../auth/authority.js";
+import { isGuess } from "../auth/auth-interceptor.js";
 import { invalidArgument } from "../errors.js";
 import type { AppContext } from "../context.js";
 import {
@@ -36,18 +37,20 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
   };
   const verdictTtl = durationFromMs(ctx.config.verdictTtlMs);
   return {
-    async verifyToken(req) {
+    async verifyToken(req, call) {
       const allOf = requirePermissionNames("all_of", req.allOf);
       const anyOf = requirePermissionNames("any_of", req.anyOf);
       if (req.clientIp !== "" && isIP(req.clientIp) === 0) {
         throw invalidArgument(`client_ip must be an IPv4 or IPv6 address, got "${req.clientIp.slice(0, 64)}"`);
       }
-      // Guessing tokens through a service that calls us is throttled by the guesser's address, as guessing at us is.
-      if (ctx.verifier.failures.retryAfterMs(req.clientIp) > 0) {
+      // Guessing tokens through a service that calls us is throttled per calling key and the client_ip it
+      // names: a caller can only ever block its own answers for that address, never anyone's own calls to us.
+      const guesser = req.clientIp === "" ? "" : `${call.values.get(authenticatedKey)?.id ?? ""} ${req.clientIp}`;
+      if (ctx.verifier.verifyGuesses.retryAfterMs(guesser) > 0) {
         return { valid: false, code: VerifyCode.RATE_LIMITED, permissions: [], missing: [], cacheTtl: durationFromMs(0) };
       }
       const verdict = await ctx.verifier.verify(req.token, allOf, anyOf, req.clientIp);
-      if (verdict.code === VerifyCode.NOT_FOUND) ctx.verifier.failures.recordFailure(req.clientIp);
+      if (isGuess(verdict.code)) ctx.verifier.verifyGuesses.recordFailure(guesser);
       return {
         valid: verdict.code === VerifyCode.VALID,
         code: verdict.code,

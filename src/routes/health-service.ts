@@ -9,11 +9,13 @@ const WATCH_INTERVAL_MS = 5_000;
 
 /**
  * grpc.health.v1.Health: every service this listener serves (and "", the server
- * as a whole) is SERVING exactly when the database answers.
+ * as a whole) is SERVING exactly when the database answers and the invalidation
+ * listener is proven to deliver (else verdicts may be stale).
  */
 export function healthService(ctx: AppContext, served: readonly DescService[], watchIntervalMs = WATCH_INTERVAL_MS): ServiceImpl<typeof Health> {
   const names = new Set(["", ...served.map((s) => s.typeName)]);
-  const overall = async () => ((await checkDatabase(ctx)).healthy ? Status.SERVING : Status.NOT_SERVING);
+  const overall = async () =>
+    (await checkDatabase(ctx)).healthy && ctx.verifier.isListening ? Status.SERVING : Status.NOT_SERVING;
 
   return {
     async check(req) {

@@ -5,7 +5,7 @@ import { checkDatabase } from "./api-keys-service.js";
 /**
  * Plain-HTTP probes: GET /healthz answers 200 while the process serves requests
  * (liveness: restarting will not fix a database outage), GET /readyz answers 200
- * only while the database does, 503 otherwise (readiness).
+ * only while the database does and invalidations are live, 503 otherwise (readiness).
  */
 export function probesHandler(ctx: AppContext): HttpHandler {
   return async (req, res) => {
@@ -26,7 +26,12 @@ export function probesHandler(ctx: AppContext): HttpHandler {
       return true;
     }
     const database = await checkDatabase(ctx);
-    send(database.healthy ? 200 : 503, { status: database.healthy ? "ready" : "unavailable", database: database.message });
+    const ready = database.healthy && ctx.verifier.isListening;
+    send(ready ? 200 : 503, {
+      status: ready ? "ready" : "unavailable",
+      database: database.message,
+      invalidations: ctx.verifier.isListening ? "live" : "down",
+    });
     return true;
   };
 }

@@ -29,7 +29,7 @@ export interface VerifierOptions {
   lastUsedFlushMs?: number;
   /** Most rate-limit buckets held at once (default 100,000). */
   rateLimitMaxKeys?: number;
-  /** Failed authentications allowed per client address per window (0 or unset: unlimited). */
+  /** Failed authentications allowed per peer address (and guesses per caller and client_ip) per window (0 or unset: unlimited). */
   authFailureLimit?: number;
   authFailureWindowMs?: number;
   /** How long cached keys keep answering once the invalidation listener is lost (0 or unset: not at all). */
@@ -47,8 +47,10 @@ export interface VerifierOptions {
 export class Verifier {
   readonly cache: VerdictCache;
   readonly rateLimiter: RateLimiter;
-  /** Failed authentications per client address, shared by the auth check and VerifyToken. */
+  /** Failed authentications of callers, per peer address (the auth check's). */
   readonly failures: FailureThrottle;
+  /** Guessed tokens VerifyToken was asked about, per calling key and `client_ip` it named. */
+  readonly verifyGuesses: FailureThrottle;
   /** Number of database lookups made; malformed tokens never add to it. */
   dbLookups = 0;
   private listening = false;
@@ -65,10 +67,13 @@ export class Verifier {
   ) {
     this.cache = new VerdictCache(options.cacheMaxEntries);
     this.rateLimiter = new RateLimiter(options.rateLimitMaxKeys ?? 100_000);
-    this.failures = new FailureThrottle({ limit: options.authFailureLimit ?? 0, windowMs: options.authFailureWindowMs ?? 60_000 });
+    const throttling = { limit: options.authFailureLimit ?? 0, windowMs: options.authFailureWindowMs ?? 60_000 };
+    this.failures = new FailureThrottle(throttling);
+    this.verifyGuesses = new FailureThrottle(throttling);
     this.flushTimer = setInterval(() => {
       this.rateLimiter.sweep();
       this.failures.sweep();
+      this.verifyGuesses.sweep();
       void this.flushLastUsed();
     }, options.lastUsedFlushMs ?? 5_000);
     this.flushTimer.unref();
@@ -87,9 +92,11 @@ export class Verifier {
    * Follows the invalidation listener: while it is down events may be missed, so
    * nothing new is cached and what is cached answers for at most
    * `outageStalenessMs` (a database outage need not stop verification at once);
-   * when it is back, everything cached before is dropped.
+   * when it is back, everything cached before is dropped. `missedSince` is when
+   * events may first have been missed (for a listener that silently stopped
+   * delivering: its last proven delivery), where the staleness window starts.
    */
-  setListening(listening: boolean): void {
+  setListening(listening: boolean, missedSince = Date.now()): void {
     this.listening = listening;
     const staleness = this.options.outageStalenessMs ?? 0;
     if (listening || staleness === 0) {
@@ -97,7 +104,7 @@ export class Verifier {
       this.cache.clear();
     } else {
       // Reconnect attempts report "down" again and again; the window starts at the first.
-      this.staleUntil ??= Date.now() + staleness;
+      this.staleUntil ??= missedSince + staleness;
     }
   }
 
