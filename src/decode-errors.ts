@@ -7,6 +7,7 @@ import {
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
 import type { UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { linearRequestBody } from "./request-body.js";
 
 /**
  * What @connectrpc/connect says when a request's bytes cannot be decoded (bad
@@ -110,7 +111,8 @@ async function fixResponse(res: UniversalServerResponse): Promise<UniversalServe
 
 /**
  * `connectNodeAdapter`, except that requests whose bytes cannot be decoded are
- * answered `invalid_argument` (HTTP 400 for Connect) instead of `internal`.
+ * answered `invalid_argument` (HTTP 400 for Connect) instead of `internal`, and
+ * that request bodies are read in linear time (see linearRequestBody).
  */
 export function connectNodeAdapterWithDecodeErrors(options: ConnectNodeAdapterOptions) {
   const router = createConnectRouter({ ...options, acceptCompression: options.acceptCompression ?? [compressionGzip, compressionBrotli] });
@@ -127,6 +129,7 @@ export function connectNodeAdapterWithDecodeErrors(options: ConnectNodeAdapterOp
       return;
     }
     const uReq = universalRequestFromNodeRequest(req, res, undefined, options.contextValues?.(req));
+    uReq.body = linearRequestBody(req, handler.method, options.readMaxBytes ?? Number.MAX_SAFE_INTEGER);
     handler(uReq)
       .then(fixResponse)
       .then((uRes) => universalResponseToNodeResponse(uRes, res))

@@ -172,10 +172,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
       router.service(ApiKeysAdminService, adminService(ctx), { interceptors: adminInterceptors });
 
     if (config.adminPort === undefined) {
-      listeners.push(await listen(handler((r) => (data(r), admin(r)), [metricsHandler, dashboard]), config.port, config.host));
+      listeners.push(await listen(handler((r) => (data(r), admin(r)), [metricsHandler, dashboard]), config.port, config.host, config.connectionLimits));
     } else {
-      listeners.push(await listen(handler(data), config.port, config.host));
-      listeners.push(await listen(handler(admin, [metricsHandler, dashboard]), config.adminPort, config.adminHost));
+      listeners.push(await listen(handler(data), config.port, config.host, config.connectionLimits));
+      listeners.push(await listen(handler(admin, [metricsHandler, dashboard]), config.adminPort, config.adminHost, config.connectionLimits));
     }
     logger.info(
       { port: listeners[0]!.port, admin_port: listeners[1]?.port, database: database.kind },
