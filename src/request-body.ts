@@ -20,14 +20,35 @@ const ENVELOPE_HEADER_BYTES = 5;
  */
 export function linearRequestBody(req: NodeRequest, method: DescMethod, maxBytes: number): AsyncIterable<Uint8Array> {
   const enveloped = !isConnectUnary(req, method);
+  const checkFlags = enveloped && !declaresEncoding(req) ? refuseCompressedFlag : () => {};
   if (method.methodKind === "unary" || method.methodKind === "server_streaming") {
     const limit = maxBytes + (enveloped ? ENVELOPE_HEADER_BYTES : 0);
     return (async function* () {
       const body = await collect(req, limit);
+      if (body.length > 0) checkFlags(body[0]!);
       if (body.length > 0) yield body;
     })();
   }
-  return wholeEnvelopes(req, maxBytes);
+  return wholeEnvelopes(req, maxBytes, checkFlags);
+}
+
+const COMPRESSED_FLAG = 0x01;
+
+/** Whether the request names a message encoding (gRPC, gRPC-Web: grpc-encoding; Connect streaming: connect-content-encoding). */
+function declaresEncoding(req: NodeRequest): boolean {
+  const encoding = req.headers["grpc-encoding"] ?? req.headers["connect-content-encoding"];
+  return encoding !== undefined && encoding !== "identity";
+}
+
+/**
+ * A compressed envelope without a declared encoding is the client's mistake. connect
+ * raises it as `internal` where interceptors see it (streaming requests), so logs and
+ * metrics would count a server fault while the client is told invalid_argument.
+ */
+function refuseCompressedFlag(flags: number): void {
+  if ((flags & COMPRESSED_FLAG) === COMPRESSED_FLAG) {
+    throw new ConnectError("received compressed envelope, but the request names no message encoding", Code.InvalidArgument);
+  }
 }
 
 /** Connect's unary protocol sends a bare message; every other protocol envelopes it. */
@@ -91,7 +112,7 @@ function collect(req: NodeRequest, limit: number): Promise<Buffer> {
  * envelope (header, then whole), so any chunking costs linear time. An envelope
  * over `maxBytes` is passed on as soon as its header is known, for connect to refuse.
  */
-async function* wholeEnvelopes(req: NodeRequest, maxBytes: number): AsyncIterable<Uint8Array> {
+async function* wholeEnvelopes(req: NodeRequest, maxBytes: number, checkFlags: (flags: number) => void): AsyncIterable<Uint8Array> {
   let pending: Buffer[] = [];
   let pendingBytes = 0;
   let need = ENVELOPE_HEADER_BYTES;
@@ -107,6 +128,7 @@ async function* wholeEnvelopes(req: NodeRequest, maxBytes: number): AsyncIterabl
       const buffered = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
       pending = [buffered];
       if (need === ENVELOPE_HEADER_BYTES) {
+        checkFlags(buffered[0]!);
         const length = buffered.readUInt32BE(1);
         if (length > maxBytes) {
           passThrough = true;

@@ -20,11 +20,14 @@ import { checkAuthOptions, declaredPermissions } from "./permissions/declaration
 import { OWN_SERVICE, registerPermissions } from "./permissions/permission.service.js";
 import { requestLogInterceptor } from "./request-log-interceptor.js";
 import { adminService } from "./routes/admin-service.js";
-import { apiKeysService } from "./routes/api-keys-service.js";
+import { apiKeysService, checkDatabase } from "./routes/api-keys-service.js";
+import { HEALTH_WATCH_INTERVAL_MS } from "./routes/health-service.js";
 import { probesHandler } from "./routes/http-probes.js";
 import { withInfrastructure } from "./routes/infrastructure.js";
 import { openApiHandler } from "./transcoding/openapi.js";
 import { restHandler } from "./transcoding/rest-handler.js";
+import { SharedStatus } from "./streams/shared-status.js";
+import { StreamCaps } from "./streams/stream-caps.js";
 import { Verifier } from "./verify/verifier.js";
 import { SecretBox } from "./jwt/secret-box.js";
 import { dashboardHandler } from "./web/static.js";
@@ -140,7 +143,17 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
       },
     );
 
-    const ctx: AppContext = { config, db: database.db, databaseKind: database.kind, prepared: database.prepared, logger, verifier: v, invalidations };
+    const ctx: AppContext = {
+      config,
+      db: database.db,
+      databaseKind: database.kind,
+      prepared: database.prepared,
+      logger,
+      verifier: v,
+      invalidations,
+      streamCaps: new StreamCaps(),
+      databaseHealth: new SharedStatus(async () => (await checkDatabase(ctx)).healthy, HEALTH_WATCH_INTERVAL_MS),
+    };
     const auth = authInterceptor(v);
     const interceptors = [requestLogInterceptor(logger), metrics.interceptor(), auth];
     // Only the admin plane is audited. The audit log brackets auth: its outer half also records

@@ -232,3 +232,35 @@ function encodeVarint(n: number): Buffer {
   bytes.push(n);
   return Buffer.from(bytes);
 }
+
+describe("a compressed-flag envelope without an encoding", () => {
+  async function metricCount(method: string, code: string): Promise<number> {
+    const text = await (await fetch(`${t.baseUrl}/metrics`)).text();
+    const line = text.split("\n").find((l) => l.startsWith(`apikeys_rpc_requests_total{method="${method}",code="${code}"}`));
+    return line === undefined ? 0 : Number(line.split(" ").pop());
+  }
+
+  it.each([
+    ["unary", HEALTH],
+    ["server-streaming", "/apikeys.v1.ApiKeysService/WatchInvalidations"],
+  ])("%s: is invalid_argument for the client, the log and the metrics alike", async (_kind, path) => {
+    const method = path.slice(1);
+    const internalBefore = await metricCount(method, "internal");
+    const session = http2.connect(t.baseUrl);
+    try {
+      for (const contentType of ["application/grpc", "application/grpc-web+proto"]) {
+        const res = await h2Request(
+          session,
+          { ":method": "POST", ":path": path, "content-type": contentType, te: "trailers", authorization: `Bearer ${t.adminToken}` },
+          envelope(Buffer.from([0x0a, 0x01, 0x61]), 0x01),
+        );
+        // gRPC: in the trailers; gRPC-Web: in the headers (trailers-only) or the trailer frame.
+        const status = res.headers["grpc-status"] ?? /grpc-status:\s*(\d+)/.exec(res.body.toString("latin1"))?.[1];
+        expect(status, contentType).toBe("3");
+      }
+    } finally {
+      session.close();
+    }
+    expect(await metricCount(method, "internal")).toBe(internalBefore);
+  });
+});
