@@ -7,6 +7,7 @@ import {
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
 import type { UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { clampDeadline } from "./deadlines.js";
 import { linearRequestBody } from "./request-body.js";
 
 /**
@@ -112,7 +113,8 @@ async function fixResponse(res: UniversalServerResponse): Promise<UniversalServe
 /**
  * `connectNodeAdapter`, except that requests whose bytes cannot be decoded are
  * answered `invalid_argument` (HTTP 400 for Connect) instead of `internal`, and
- * that request bodies are read in linear time (see linearRequestBody).
+ * that request bodies are read in linear time (see linearRequestBody) and
+ * over-long deadlines clamped (see clampDeadline).
  */
 export function connectNodeAdapterWithDecodeErrors(options: ConnectNodeAdapterOptions) {
   const router = createConnectRouter({ ...options, acceptCompression: options.acceptCompression ?? [compressionGzip, compressionBrotli] });
@@ -130,6 +132,7 @@ export function connectNodeAdapterWithDecodeErrors(options: ConnectNodeAdapterOp
     }
     const uReq = universalRequestFromNodeRequest(req, res, undefined, options.contextValues?.(req));
     uReq.body = linearRequestBody(req, handler.method, options.readMaxBytes ?? Number.MAX_SAFE_INTEGER);
+    clampDeadline(uReq.header);
     handler(uReq)
       .then(fixResponse)
       .then((uRes) => universalResponseToNodeResponse(uRes, res))

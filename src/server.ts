@@ -81,6 +81,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
     databaseUrl: config.databaseUrl,
     dataDir: config.dataDir,
     poolSize: config.databasePoolSize,
+    statementTimeoutMs: config.statementTimeoutMs,
     logger,
   });
   let verifier: Verifier | undefined;
@@ -110,6 +111,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
       {
         tokens,
         cacheMaxEntries: config.cacheMaxEntries,
+        cacheMaxBytes: config.cacheMaxBytes,
         cacheMaxAgeMs: config.cacheMaxAgeMs,
         prepared: database.prepared,
         authFailureLimit: config.authFailureLimit,

@@ -18,6 +18,9 @@ describe("config", () => {
       h2IdleTimeoutMs: 300_000,
       maxConnectionsPerAddress: 256,
     });
+    expect(config.statementTimeoutMs).toBe(10_000);
+    expect(config.cacheMaxBytes).toBe(64 * 1024 * 1024);
+    expect([config.maxWatchStreamsPerKey, config.maxWatchStreamsPerAddress, config.maxHealthWatchStreamsPerAddress]).toEqual([128, 16, 16]);
   });
 
   it.each([

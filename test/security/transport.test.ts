@@ -185,13 +185,15 @@ describe("a body of 1-byte chunks", () => {
     { name: "gRPC bidi stream (HTTP/2)", send: viaH2, path: REFLECTION, contentType: "application/grpc", body: envelopedBody },
   ];
 
-  it.each(CASES)("$name: reassembled in linear time while VerifyToken keeps answering", async ({ send, path, contentType, body }) => {
+  it.each(CASES)("$name: reassembled in linear time while VerifyToken keeps answering", { timeout: 90_000 }, async ({ send, path, contentType, body }) => {
     const bytes = body();
     // Warm up, then the same body in one chunk.
     await send(path, contentType, bytes, bytes.length);
     const single = await send(path, contentType, bytes, bytes.length);
-    // The same 1-byte chunks to REST, which has always read bodies linearly: what the HTTP parser itself costs.
-    const parser = await send("/api/v1/api_keys/policies", "application/json", jsonBody(), 1);
+    // The same 1-byte chunks to REST, which has always read bodies linearly: what the HTTP parser itself
+    // costs, and how long it holds the event loop. Everything below is relative to it, so machine load cancels out.
+    const parser = send("/api/v1/api_keys/policies", "application/json", jsonBody(), 1);
+    const parserLatencies = await verifyLatencies(parser);
     const tiny = send(path, contentType, bytes, 1);
     const latencies = await verifyLatencies(tiny);
     const { ms, status, grpcStatus } = await tiny;
@@ -199,9 +201,9 @@ describe("a body of 1-byte chunks", () => {
     expect(grpcStatus).not.toBe("13");
     // Quadratic reassembly took ~17 s here, 15× what parsing the chunks costs.
     expect(ms).toBeLessThan(500 * single.ms + 1_000);
-    expect(ms).toBeLessThan(3 * parser.ms + 1_000);
-    // Node's HTTP/1.1 parser itself holds the loop for a socket read's worth of chunks (~1 s here under load).
-    expect(Math.max(...latencies)).toBeLessThan(3_000);
+    expect(ms).toBeLessThan(5 * (await parser).ms + 2_000);
+    expect(latencies.length).toBeGreaterThan(0);
+    expect(Math.max(...latencies)).toBeLessThan(3 * Math.max(...parserLatencies) + 1_000);
   });
 
   it("still refuses a chunked body over the size limit", async () => {
@@ -262,5 +264,49 @@ describe("a compressed-flag envelope without an encoding", () => {
       session.close();
     }
     expect(await metricCount(method, "internal")).toBe(internalBefore);
+  });
+});
+
+describe("an over-long deadline", () => {
+  /** Opens WatchInvalidations with `headers` and reports whether it is still open after `ms`. */
+  async function openAfter(headers: http2.OutgoingHttpHeaders, ms: number): Promise<{ open: boolean; status?: string }> {
+    const session = http2.connect(t.baseUrl);
+    try {
+      return await new Promise((resolve) => {
+        const stream = session.request({
+          ":method": "POST",
+          ":path": "/apikeys.v1.ApiKeysService/WatchInvalidations",
+          authorization: `Bearer ${t.adminToken}`,
+          ...headers,
+        });
+        let status: string | undefined;
+        stream.on("response", (h) => (status ??= h["grpc-status"] as string | undefined));
+        stream.on("trailers", (h) => (status = h["grpc-status"] as string));
+        stream.on("data", (chunk: Buffer) => (status ??= /grpc-status:\s*(\d+)/.exec(chunk.toString("latin1"))?.[1]));
+        stream.on("error", () => {});
+        stream.once("close", () => resolve({ open: false, status }));
+        stream.end(envelope(new Uint8Array()));
+        setTimeout(() => resolve({ open: !stream.closed, status }), ms);
+      });
+    } finally {
+      session.destroy();
+    }
+  }
+
+  it.each([
+    ["gRPC 99999999H", { "content-type": "application/grpc", te: "trailers", "grpc-timeout": "99999999H" }],
+    ["gRPC 99999999S", { "content-type": "application/grpc", te: "trailers", "grpc-timeout": "99999999S" }],
+    ["gRPC-Web 99999999M", { "content-type": "application/grpc-web+proto", "grpc-timeout": "99999999M" }],
+    ["Connect 9999999999 ms", { "content-type": "application/connect+proto", "connect-protocol-version": "1", "connect-timeout-ms": "9999999999" }],
+  ])("%s is clamped to the longest deadline, not wrapped to 1 ms", async (_name, headers) => {
+    const res = await openAfter(headers, 500);
+    expect(res).toMatchObject({ open: true });
+  });
+
+  it("a short deadline still ends the stream", async () => {
+    const res = await openAfter({ "content-type": "application/grpc", te: "trailers", "grpc-timeout": "100m" }, 2_000);
+    // Ended by the deadline (the code it reports on streams is another matter: canceled today).
+    expect(res.open).toBe(false);
+    expect(res.status).not.toBe("0");
   });
 });
