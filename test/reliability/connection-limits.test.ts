@@ -1,7 +1,9 @@
 import http2 from "node:http2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectRaw, parseResponse, rawHttp, readUntilClosed } from "../helpers/raw.js";
-import { clientsFor, startTestServer, type TestServer } from "../helpers/server.js";
+import { createClient } from "@connectrpc/connect";
+import { ApiKeysService } from "../../src/gen/apikeys/v1/api_keys_pb.js";
+import { clientsFor, startTestServer, type TestServer, transportFor } from "../helpers/server.js";
 
 /*
  * Slowloris and connection floods: silent sockets, slow header and body writers and
@@ -125,6 +127,19 @@ describe("timeouts", () => {
     abort.abort();
     await next.catch(() => {});
     abort.abort();
+  });
+
+  it("keeps an HTTP/1.1 response stream open past the request timeout once its request is complete", async () => {
+    const data = createClient(ApiKeysService, transportFor(t.baseUrl, "connect", t.adminToken, "1.1"));
+    const abort = new AbortController();
+    const events = data.watchInvalidations({}, { signal: abort.signal, timeoutMs: 0 })[Symbol.asyncIterator]();
+    expect((await events.next()).value?.event.case).toBe("resync");
+    let settled = false;
+    const next = events.next().finally(() => (settled = true));
+    await sleep(3_000);
+    expect(settled).toBe(false);
+    abort.abort();
+    await next.catch(() => {});
   });
 
   it("resets an HTTP/2 request whose body does not arrive within the request timeout", async () => {
