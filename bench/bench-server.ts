@@ -38,7 +38,7 @@ const registry = createFileRegistry(
 const BenchService = registry.getService("bench.v1.BenchService")!;
 const emptyMethod = BenchService.methods[0] as DescMethodUnary<typeof EmptySchema, typeof EmptySchema>;
 const emptyRoutes = (router: ConnectRouter) => router.rpc(emptyMethod, async () => ({}));
-const empty = await listen(connectNodeAdapter({ routes: emptyRoutes, interceptors: [requestLogInterceptor(logger)] }), 0, "127.0.0.1");
+const empty = await listen(connectNodeAdapter({ routes: emptyRoutes, interceptors: [requestLogInterceptor(logger)] }), 0, "127.0.0.1", config.connectionLimits);
 
 // Raw node:http2 / node:http handlers answering with fixed bytes given by the driver.
 const fixed = { grpc: Buffer.alloc(0), connectProto: Buffer.alloc(0), connectJson: Buffer.alloc(0) };

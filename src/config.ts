@@ -1,4 +1,5 @@
 import { resolve } from "node:path";
+import type { ConnectionLimits } from "./listener.js";
 import { parseToken } from "./tokens/token.js";
 
 /** Typed, validated service configuration. */
@@ -39,6 +40,17 @@ export interface Config {
   jwtMaxLifetimeMs: number;
   /** Clock difference tolerated on a JWT's iat and exp. */
   jwtClockSkewMs: number;
+  /** Connection timeouts and caps of every listener. */
+  connectionLimits: ConnectionLimits;
+  /** Open WatchInvalidations streams allowed per API key and per remote address. */
+  maxWatchStreamsPerKey: number;
+  maxWatchStreamsPerAddress: number;
+  /** Open grpc.health.v1 Health/Watch streams allowed per remote address. */
+  maxHealthWatchStreamsPerAddress: number;
+  /** Postgres statement_timeout on every pooled connection; 0 disables. */
+  statementTimeoutMs: number;
+  /** Approximate memory the verdict cache may hold, in bytes. */
+  cacheMaxBytes: number;
 }
 
 /** A configuration error, reported as one line before the process exits. */
@@ -95,6 +107,11 @@ export function readConfig(env: Env = process.env): Config {
     throw new ConfigError("ADMIN_PORT must differ from PORT");
   }
   const dataDir = env.APIKEYS_DATA_DIR || "./data";
+  const headersTimeoutMs = integer(env, "APIKEYS_HEADERS_TIMEOUT_SECONDS", 15, 1, 3600) * 1000;
+  const requestTimeoutMs = integer(env, "APIKEYS_REQUEST_TIMEOUT_SECONDS", 60, 0, 3600) * 1000;
+  if (requestTimeoutMs > 0 && requestTimeoutMs < headersTimeoutMs) {
+    throw new ConfigError("APIKEYS_REQUEST_TIMEOUT_SECONDS must be 0 or at least APIKEYS_HEADERS_TIMEOUT_SECONDS");
+  }
   return {
     port,
     host: env.HOST || undefined,
@@ -119,5 +136,18 @@ export function readConfig(env: Env = process.env): Config {
     secretKey,
     jwtMaxLifetimeMs: integer(env, "APIKEYS_JWT_MAX_LIFETIME_SECONDS", 300, 1, 86_400) * 1000,
     jwtClockSkewMs: integer(env, "APIKEYS_JWT_CLOCK_SKEW_SECONDS", 30, 0, 600) * 1000,
+    connectionLimits: {
+      sniffTimeoutMs: integer(env, "APIKEYS_SNIFF_TIMEOUT_SECONDS", 10, 1, 3600) * 1000,
+      headersTimeoutMs,
+      requestTimeoutMs,
+      keepAliveTimeoutMs: integer(env, "APIKEYS_KEEPALIVE_TIMEOUT_SECONDS", 65, 1, 3600) * 1000,
+      h2IdleTimeoutMs: integer(env, "APIKEYS_H2_IDLE_TIMEOUT_SECONDS", 300, 1, 86_400) * 1000,
+      maxConnectionsPerAddress: integer(env, "APIKEYS_MAX_CONNECTIONS_PER_ADDRESS", 256, 0, 1_000_000),
+    },
+    maxWatchStreamsPerKey: integer(env, "APIKEYS_MAX_WATCH_STREAMS_PER_KEY", 128, 1, 1_000_000),
+    maxWatchStreamsPerAddress: integer(env, "APIKEYS_MAX_WATCH_STREAMS_PER_ADDRESS", 16, 1, 1_000_000),
+    maxHealthWatchStreamsPerAddress: integer(env, "APIKEYS_MAX_HEALTH_WATCH_STREAMS_PER_ADDRESS", 16, 1, 1_000_000),
+    statementTimeoutMs: integer(env, "APIKEYS_STATEMENT_TIMEOUT_SECONDS", 10, 0, 3600) * 1000,
+    cacheMaxBytes: integer(env, "APIKEYS_CACHE_MAX_MEGABYTES", 64, 1, 1_000_000) * 1024 * 1024,
   };
 }

@@ -4,6 +4,8 @@ import type { Config } from "./config.js";
 import type { PreparedQuery } from "./db/database.js";
 import type { Database } from "./db/schema.js";
 import type { InvalidationBus } from "./invalidation/invalidation-bus.js";
+import type { SharedStatus } from "./streams/shared-status.js";
+import type { StreamCaps } from "./streams/stream-caps.js";
 import type { Verifier } from "./verify/verifier.js";
 
 /** What every handler may use. */
@@ -17,4 +19,8 @@ export interface AppContext {
   verifier: Verifier;
   /** Relays invalidation events to WatchInvalidations streams. */
   invalidations: InvalidationBus;
+  /** Open long-lived streams per key and per address, for their caps. */
+  streamCaps: StreamCaps;
+  /** Whether the database answers, polled once for all Health/Watch streams. */
+  databaseHealth: SharedStatus<boolean>;
 }

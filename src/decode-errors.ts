@@ -15,6 +15,8 @@ import { trailerParse, trailerSerialize } from "@connectrpc/connect/protocol-grp
 import { withCode, withErrorDetails } from "./errors.js";
 import { StatusSchema } from "./gen/google/rpc/status_pb.js";
 import { STRICT_JSON_OPTIONS } from "./strict-json.js";
+import { clampDeadline } from "./deadlines.js";
+import { linearRequestBody } from "./request-body.js";
 
 /**
  * What @connectrpc/connect says when a request's bytes cannot be decoded (bad
@@ -148,7 +150,9 @@ async function fixResponse(res: UniversalServerResponse): Promise<UniversalServe
 /**
  * `connectNodeAdapter`, except that JSON is read strictly (STRICT_JSON_OPTIONS),
  * requests whose bytes cannot be decoded are answered `invalid_argument` (HTTP
- * 400 for Connect) instead of `internal`, and every error carries its details.
+ * 400 for Connect) instead of `internal`, every error carries its details,
+ * request bodies are read in linear time (see linearRequestBody) and over-long
+ * deadlines are clamped (see clampDeadline).
  */
 export function connectNodeAdapterWithDecodeErrors(options: ConnectNodeAdapterOptions) {
   const router = createConnectRouter({
@@ -169,6 +173,8 @@ export function connectNodeAdapterWithDecodeErrors(options: ConnectNodeAdapterOp
       return;
     }
     const uReq = universalRequestFromNodeRequest(req, res, undefined, options.contextValues?.(req));
+    uReq.body = linearRequestBody(req, handler.method, options.readMaxBytes ?? Number.MAX_SAFE_INTEGER);
+    clampDeadline(uReq.header);
     handler(uReq)
       .then(fixResponse)
       .then((uRes) => universalResponseToNodeResponse(uRes, res))

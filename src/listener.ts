@@ -6,6 +6,22 @@ type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
+/** Timeouts and caps that keep slow or idle clients from holding connections (docs/operations.md). */
+export interface ConnectionLimits {
+  /** A new connection must send enough bytes to tell HTTP/1.1 from HTTP/2 within this. */
+  sniffTimeoutMs: number;
+  /** HTTP/1.1: a request's headers must be complete within this of its first byte (or of the connection). */
+  headersTimeoutMs: number;
+  /** A request (headers and body) must be received completely within this; 0 disables. */
+  requestTimeoutMs: number;
+  /** HTTP/1.1: a keep-alive connection with no request for this long is closed. */
+  keepAliveTimeoutMs: number;
+  /** HTTP/2: a session with no open stream for this long is closed. */
+  h2IdleTimeoutMs: number;
+  /** Open connections allowed from one remote address; 0 disables the cap. */
+  maxConnectionsPerAddress: number;
+}
+
 /** A listening port that speaks HTTP/1.1 and cleartext HTTP/2 (prior knowledge). */
 export interface Listener {
   port: number;
@@ -14,46 +30,68 @@ export interface Listener {
 }
 
 /** Serves `handler` on one port, routing each connection by its first bytes. */
-export async function listen(handler: Handler, port: number, host: string | undefined): Promise<Listener> {
+export async function listen(handler: Handler, port: number, host: string | undefined, limits: ConnectionLimits): Promise<Listener> {
   let closing = false;
+  const guarded = withValidAuthority(withRequestTimeout(handler, limits.requestTimeoutMs));
   // In-flight requests per HTTP/1.1 socket, so closing can end idle keep-alive sockets at once.
   const inFlight = new Map<net.Socket, number>();
-  const h1 = http.createServer((req, res) => {
-    const socket = req.socket;
-    inFlight.set(socket, (inFlight.get(socket) ?? 0) + 1);
-    if (closing) res.setHeader("connection", "close");
-    // A request answered before its body was read (e.g. over readMaxBytes) leaves the rest of the
-    // body on the wire: answer with "Connection: close" so no client reuses the connection.
-    const writeHead = res.writeHead;
-    res.writeHead = function (this: http.ServerResponse, ...args: Parameters<typeof writeHead>) {
-      if (!req.complete) this.shouldKeepAlive = false;
-      return writeHead.apply(this, args);
-    } as typeof writeHead;
-    res.once("close", () => {
-      const left = (inFlight.get(socket) ?? 1) - 1;
-      inFlight.set(socket, left);
-      if (closing && left === 0) socket.destroySoon();
-    });
-    (handler as http.RequestListener)(req, res);
-  });
-  h1.keepAliveTimeout = 65_000;
-  const h2 = http2.createServer({}, handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
+  const h1 = http.createServer(
+    {
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      // Timeouts are enforced at most this late.
+      connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(limits.headersTimeoutMs / 4))),
+    },
+    (req, res) => {
+      const socket = req.socket;
+      inFlight.set(socket, (inFlight.get(socket) ?? 0) + 1);
+      if (closing) res.setHeader("connection", "close");
+      // A request answered before its body was read (e.g. over readMaxBytes) leaves the rest of the
+      // body on the wire: answer with "Connection: close" so no client reuses the connection.
+      const writeHead = res.writeHead;
+      res.writeHead = function (this: http.ServerResponse, ...args: Parameters<typeof writeHead>) {
+        if (!req.complete) this.shouldKeepAlive = false;
+        return writeHead.apply(this, args);
+      } as typeof writeHead;
+      res.once("close", () => {
+        const left = (inFlight.get(socket) ?? 1) - 1;
+        inFlight.set(socket, left);
+        if (closing && left === 0) socket.destroySoon();
+      });
+      (guarded as http.RequestListener)(req, res);
+    },
+  );
+  h1.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  // Node starts the checker behind headersTimeout and requestTimeout when a server emits "listening".
+  // This one never listens itself (the sniffer hands it its sockets), so start the checker the same way.
+  h1.emit("listening");
+  const h2 = http2.createServer({}, guarded as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.Http2Session>();
   h2.on("session", (session) => {
     sessions.add(session);
+    closeWhenIdle(session, limits.h2IdleTimeoutMs);
     session.once("close", () => sessions.delete(session));
   });
 
+  const perAddress = new Map<string, number>();
   const server = net.createServer((socket) => {
+    const address = socket.remoteAddress ?? "";
+    const open = perAddress.get(address) ?? 0;
+    if (limits.maxConnectionsPerAddress > 0 && open >= limits.maxConnectionsPerAddress) {
+      socket.destroy();
+      return;
+    }
+    perAddress.set(address, open + 1);
     sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
+    socket.once("close", () => {
+      sockets.delete(socket);
+      const left = (perAddress.get(address) ?? 1) - 1;
+      if (left === 0) perAddress.delete(address);
+      else perAddress.set(address, left);
+    });
     socket.once("error", () => socket.destroy());
-    socket.once("data", (first: Buffer) => {
-      socket.pause();
-      socket.unshift(first);
-      const n = Math.min(first.length, H2_PREFACE.length);
-      const isH2 = first.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+    sniff(socket, limits.sniffTimeoutMs, (isH2) => {
       if (isH2) {
         // The http2 session reads what is buffered on the socket itself (on next tick).
         h2.emit("connection", socket);
@@ -80,6 +118,8 @@ export async function listen(handler: Handler, port: number, host: string | unde
     async close(graceMs) {
       closing = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Stops h1's timeout checker (it reports "not running", which is expected here).
+      h1.close(() => {});
       for (const [socket, count] of inFlight) if (count === 0) socket.destroySoon();
       for (const session of sessions) session.close();
       const deadline = setTimeout(() => {
@@ -90,5 +130,102 @@ export async function listen(handler: Handler, port: number, host: string | unde
       await closed;
       clearTimeout(deadline);
     },
+  };
+}
+
+/**
+ * Reads a new connection's first bytes until they either diverge from the HTTP/2
+ * preface (HTTP/1.1) or complete it (HTTP/2), then puts them back and calls
+ * `decided` with the socket paused. A connection undecided after `timeoutMs` is closed.
+ */
+function sniff(socket: net.Socket, timeoutMs: number, decided: (isH2: boolean) => void): void {
+  const seen: Buffer[] = [];
+  let length = 0;
+  const timer = setTimeout(() => socket.destroy(), timeoutMs);
+  const onData = (chunk: Buffer) => {
+    seen.push(chunk);
+    length += chunk.length;
+    const first = seen.length === 1 ? chunk : Buffer.concat(seen, length);
+    const n = Math.min(first.length, H2_PREFACE.length);
+    const matches = first.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+    if (matches && n < H2_PREFACE.length) return;
+    clearTimeout(timer);
+    socket.off("data", onData);
+    socket.off("close", onClose);
+    socket.pause();
+    socket.unshift(first);
+    decided(matches);
+  };
+  const onClose = () => clearTimeout(timer);
+  socket.on("data", onData);
+  socket.once("close", onClose);
+}
+
+/** Closes an HTTP/2 session gracefully once it has had no open stream for `idleMs`. */
+function closeWhenIdle(session: http2.Http2Session, idleMs: number): void {
+  let open = 0;
+  let timer: NodeJS.Timeout | undefined = setTimeout(() => session.close(), idleMs);
+  session.on("stream", (stream: http2.Http2Stream) => {
+    open++;
+    clearTimeout(timer);
+    timer = undefined;
+    stream.once("close", () => {
+      if (--open === 0 && !session.closed) timer = setTimeout(() => session.close(), idleMs);
+    });
+  });
+  session.once("close", () => clearTimeout(timer));
+}
+
+/**
+ * HTTP/2 streams get the request timeout that the HTTP/1.1 server enforces itself:
+ * a request whose body is not complete in time is reset.
+ */
+function withRequestTimeout(handler: Handler, timeoutMs: number): Handler {
+  if (timeoutMs === 0) return handler;
+  return (req, res) => {
+    if ("stream" in req && !req.complete) {
+      const stream = req.stream;
+      const timer = setTimeout(() => stream.close(http2.constants.NGHTTP2_CANCEL), timeoutMs);
+      const done = () => clearTimeout(timer);
+      req.once("end", done);
+      stream.once("close", done);
+    }
+    handler(req, res);
+  };
+}
+
+/** host or IP-literal with an optional port (RFC 3986 authority without userinfo). */
+const AUTHORITY = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(:[0-9]{0,5})?$/;
+
+function isValidAuthority(authority: string | undefined): authority is string {
+  return authority !== undefined && AUTHORITY.test(authority) && URL.canParse(`http://${authority}/`);
+}
+
+/**
+ * Requests whose Host (HTTP/1.1) or :authority (HTTP/2) is missing or not an
+ * authority are refused with invalid_argument before any route sees them: every
+ * layer below builds a URL from it.
+ */
+function withValidAuthority(handler: Handler): Handler {
+  return (req, res) => {
+    const authority = "authority" in req ? req.authority : req.headers.host;
+    if (isValidAuthority(authority)) {
+      handler(req, res);
+      return;
+    }
+    const message = authority === undefined ? "missing Host header" : "Host header is not a valid authority";
+    const contentType = req.headers["content-type"] ?? "";
+    if (contentType.startsWith("application/grpc")) {
+      // gRPC and gRPC-Web: a trailers-only response.
+      res.writeHead(200, { "content-type": contentType, "grpc-status": "3", "grpc-message": encodeURIComponent(message) });
+      res.end();
+      return;
+    }
+    // Connect clients read a string code; REST clients the numeric google.rpc.Status code.
+    const isConnect = req.headers["connect-protocol-version"] !== undefined || contentType.startsWith("application/connect+");
+    const body = JSON.stringify(isConnect ? { code: "invalid_argument", message } : { code: 3, message, details: [] });
+    if (!("stream" in req)) (res as http.ServerResponse).shouldKeepAlive = false;
+    res.writeHead(400, { "content-type": "application/json", "content-length": String(Buffer.byteLength(body)) });
+    res.end(body);
   };
 }

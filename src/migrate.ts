@@ -10,6 +10,8 @@ try {
     databaseUrl: config.databaseUrl,
     dataDir: config.dataDir,
     poolSize: 1,
+    // `npm run migrate` is the way to run a long migration: no statement timeout.
+    statementTimeoutMs: 0,
     logger,
   });
   try {

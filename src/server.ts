@@ -21,11 +21,14 @@ import { checkAuthOptions, declaredPermissions } from "./permissions/declaration
 import { OWN_SERVICE, registerPermissions } from "./permissions/permission.service.js";
 import { requestLogInterceptor } from "./request-log-interceptor.js";
 import { adminService } from "./routes/admin-service.js";
-import { apiKeysService } from "./routes/api-keys-service.js";
+import { apiKeysService, checkDatabase } from "./routes/api-keys-service.js";
+import { HEALTH_WATCH_INTERVAL_MS } from "./routes/health-service.js";
 import { probesHandler } from "./routes/http-probes.js";
 import { withInfrastructure } from "./routes/infrastructure.js";
 import { openApiHandler } from "./transcoding/openapi.js";
 import { restHandler } from "./transcoding/rest-handler.js";
+import { SharedStatus } from "./streams/shared-status.js";
+import { StreamCaps } from "./streams/stream-caps.js";
 import { Verifier } from "./verify/verifier.js";
 import { SecretBox } from "./jwt/secret-box.js";
 import { dashboardHandler } from "./web/static.js";
@@ -97,10 +100,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
   // fails without opening, migrating or checkpointing anything. Until the service is ready they answer 503.
   const dataPlane = new DeferredHandler();
   const adminPlane = config.adminPort === undefined ? undefined : new DeferredHandler();
-  const listeners: Listener[] = [await listen(dataPlane.handle, config.port, config.host)];
+  const listeners: Listener[] = [await listen(dataPlane.handle, config.port, config.host, config.connectionLimits)];
   if (adminPlane !== undefined) {
     try {
-      listeners.push(await listen(adminPlane.handle, config.adminPort!, config.adminHost));
+      listeners.push(await listen(adminPlane.handle, config.adminPort!, config.adminHost, config.connectionLimits));
     } catch (err) {
       await listeners[0]!.close(0);
       throw err;
@@ -112,6 +115,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
       databaseUrl: config.databaseUrl,
       dataDir: config.dataDir,
       poolSize: config.databasePoolSize,
+      statementTimeoutMs: config.statementTimeoutMs,
       logger,
       listenerPingIntervalMs: config.listenerPingIntervalMs,
     });
@@ -145,6 +149,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
       {
         tokens,
         cacheMaxEntries: config.cacheMaxEntries,
+        cacheMaxBytes: config.cacheMaxBytes,
         cacheMaxAgeMs: config.cacheMaxAgeMs,
         prepared: database.prepared,
         authFailureLimit: config.authFailureLimit,
@@ -178,7 +183,18 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
       },
     );
 
-    const ctx: AppContext = { config, db: database.db, databaseKind: database.kind, prepared: database.prepared, logger, verifier: v, invalidations };
+    const ctx: AppContext = {
+      config,
+      db: database.db,
+      databaseKind: database.kind,
+      prepared: database.prepared,
+      logger,
+      verifier: v,
+      invalidations,
+      streamCaps: new StreamCaps(),
+      // Serving means what Check says: the database answers and invalidations are proven to arrive.
+      databaseHealth: new SharedStatus(async () => (await checkDatabase(ctx)).healthy && v.isListening, HEALTH_WATCH_INTERVAL_MS),
+    };
     const auth = authInterceptor(v);
     const throttle = failureThrottleInterceptor(v);
     const interceptors = [requestLogInterceptor(logger), metrics.interceptor(), throttle, auth];

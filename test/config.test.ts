@@ -10,6 +10,17 @@ describe("config", () => {
     expect(config.databaseUrl).toBeUndefined();
     expect(config.dataDir).toMatch(/data$/);
     expect(config.tokenPrefix).toBe("ak");
+    expect(config.connectionLimits).toEqual({
+      sniffTimeoutMs: 10_000,
+      headersTimeoutMs: 15_000,
+      requestTimeoutMs: 60_000,
+      keepAliveTimeoutMs: 65_000,
+      h2IdleTimeoutMs: 300_000,
+      maxConnectionsPerAddress: 256,
+    });
+    expect(config.statementTimeoutMs).toBe(10_000);
+    expect(config.cacheMaxBytes).toBe(64 * 1024 * 1024);
+    expect([config.maxWatchStreamsPerKey, config.maxWatchStreamsPerAddress, config.maxHealthWatchStreamsPerAddress]).toEqual([128, 16, 16]);
   });
 
   it.each([
@@ -21,6 +32,9 @@ describe("config", () => {
     [{ APIKEYS_BOOTSTRAP_TOKEN: "not-a-token" }, /APIKEYS_BOOTSTRAP_TOKEN is not a well-formed/],
     [{ LOG_LEVEL: "loud" }, /LOG_LEVEL must be one of/],
     [{ APIKEYS_TOKEN_PEPPER: "short" }, /APIKEYS_TOKEN_PEPPER must be at least 32/],
+    [{ APIKEYS_HEADERS_TIMEOUT_SECONDS: "0" }, /APIKEYS_HEADERS_TIMEOUT_SECONDS must be between 1/],
+    [{ APIKEYS_HEADERS_TIMEOUT_SECONDS: "30", APIKEYS_REQUEST_TIMEOUT_SECONDS: "20" }, /APIKEYS_REQUEST_TIMEOUT_SECONDS must be 0 or at least/],
+    [{ APIKEYS_MAX_CONNECTIONS_PER_ADDRESS: "-1" }, /APIKEYS_MAX_CONNECTIONS_PER_ADDRESS must be a whole number/],
   ])("refuses %j with a clear message", (env, message) => {
     expect(() => readConfig(env)).toThrow(ConfigError);
     expect(() => readConfig(env)).toThrow(message);

@@ -48,6 +48,28 @@ describe("VerdictCache", () => {
     expect(d.permissionSet).not.toBe(a.permissionSet);
   });
 
+  it("bounds the entries' estimated bytes, evicting least recently used first", () => {
+    const big = (id: string) => ({ ...record(id), description: "d".repeat(10_000), metadata: { note: "m".repeat(10_000) } });
+    const cache = new VerdictCache(1_000, Date.now, 100_000);
+    for (let i = 0; i < 20; i++) {
+      cache.set(`h${i}`, big(`k${i}`), 60_000, cache.currentGeneration());
+    }
+    // Each entry holds ~40 kB of strings: 2 fit in 100 kB, far fewer than the entry cap.
+    expect(cache.bytes).toBeLessThanOrEqual(100_000);
+    expect(cache.bytes).toBeGreaterThan(60_000);
+    expect(cache.size).toBe(2);
+    expect(cache.get("h19")?.record.id).toBe("k19");
+    expect(cache.evictions).toBe(18);
+    // Small entries are bounded by the same budget, not by size alone.
+    for (let i = 0; i < 500; i++) cache.set(`s${i}`, record(`s${i}`), 60_000, cache.currentGeneration());
+    expect(cache.bytes).toBeLessThanOrEqual(100_000);
+    expect(cache.size).toBeLessThan(500);
+    // Invalidation and clearing give the bytes back.
+    cache.invalidateKey("s499");
+    cache.clear();
+    expect(cache.bytes).toBe(0);
+  });
+
   it("evicts the least recently used entry past its cap", () => {
     const cache = new VerdictCache(2);
     cache.set("a", record("a"), 60_000, cache.currentGeneration());

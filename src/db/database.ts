@@ -49,6 +49,8 @@ export interface DatabaseOptions {
   databaseUrl: string | undefined;
   dataDir: string;
   poolSize: number;
+  /** Postgres statement_timeout of every pooled connection, in ms; 0 disables. PGlite has none. */
+  statementTimeoutMs: number;
   logger: Logger;
   /** How often the LISTEN connection proves itself alive with a self-NOTIFY (Postgres only; default 5 s). */
   listenerPingIntervalMs?: number;
@@ -63,7 +65,13 @@ export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHa
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
 
 async function openPostgres(url: string, options: DatabaseOptions): Promise<DatabaseHandle> {
-  const pool = new pg.Pool({ connectionString: url, max: options.poolSize, connectionTimeoutMillis: 5_000 });
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.poolSize,
+    connectionTimeoutMillis: 5_000,
+    // Sent as a startup parameter: a statement stuck on a lock or a slow plan fails instead of holding its request.
+    statement_timeout: options.statementTimeoutMs,
+  });
   // An idle client that loses its connection emits here; without a listener it would crash the process.
   pool.on("error", (err) => options.logger.warn({ err: err.message }, "idle database connection failed"));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });

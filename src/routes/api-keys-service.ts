@@ -3,9 +3,11 @@ import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { isIP } from "node:net";
 import { sql } from "kysely";
-import { authenticatedKey } from "../auth/auth-context.js";
+import type { DescMethod } from "@bufbuild/protobuf";
+import { authenticatedKey, peerAddress } from "../auth/auth-context.js";
 import { authorityOf, scopeOf } from "../auth/authority.js";
-import { isGuess } from "../auth/auth-interceptor.js";
+import { REFUSALS, isGuess, tokenFromHeaders } from "../auth/auth-interceptor.js";
+import { methodRequirement } from "../permissions/declarations.js";
 import { invalidArgument } from "../errors.js";
 import type { AppContext } from "../context.js";
 import {
@@ -84,18 +86,36 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
     },
 
     async *watchInvalidations(_req, call) {
-      const subscription = ctx.invalidations.subscribe(call.signal);
-      yield create(WatchInvalidationsResponseSchema, {
-        event: { case: "resync", value: { heartbeatInterval: durationFromMs(WATCH_HEARTBEAT_MS) } },
-      });
-      for (;;) {
-        const next = await subscription.next(WATCH_HEARTBEAT_MS);
-        if (next === undefined) {
-          yield create(WatchInvalidationsResponseSchema, { event: { case: "heartbeat", value: {} } });
-        } else {
-          const kind = next.kind === "key" ? InvalidationKind.KEY : InvalidationKind.POLICY;
-          yield create(WatchInvalidationsResponseSchema, { event: { case: "invalidation", value: { kind, id: next.id } } });
+      const key = call.values.get(authenticatedKey);
+      if (key === undefined) throw new ConnectError("no API key", Code.Unauthenticated);
+      const peer = call.values.get(peerAddress);
+      const release = ctx.streamCaps.acquire("WatchInvalidations", [
+        { kind: "key", id: key.id, max: ctx.config.maxWatchStreamsPerKey },
+        { kind: "address", id: peer, max: ctx.config.maxWatchStreamsPerAddress },
+      ]);
+      try {
+        const subscription = ctx.invalidations.subscribe(call.signal);
+        yield create(WatchInvalidationsResponseSchema, {
+          event: { case: "resync", value: { heartbeatInterval: durationFromMs(WATCH_HEARTBEAT_MS) } },
+        });
+        for (;;) {
+          const next = await subscription.next(WATCH_HEARTBEAT_MS);
+          if (next === undefined) {
+            if (key.expiresOn !== null && key.expiresOn.getTime() <= Date.now()) {
+              throw new ConnectError(REFUSALS[VerifyCode.EXPIRED]!, Code.Unauthenticated);
+            }
+            yield create(WatchInvalidationsResponseSchema, { event: { case: "heartbeat", value: {} } });
+          } else {
+            const kind = next.kind === "key" ? InvalidationKind.KEY : InvalidationKind.POLICY;
+            yield create(WatchInvalidationsResponseSchema, { event: { case: "invalidation", value: { kind, id: next.id } } });
+            // The stream's own key or policy changed: it lives only as long as its key still may open it.
+            if ((next.kind === "key" && next.id === key.id) || (next.kind === "policy" && next.id === key.policy.id)) {
+              await requireStillAuthorized(ctx, call.requestHeader, call.method, peer);
+            }
+          }
         }
+      } finally {
+        release();
       }
     },
 
@@ -125,6 +145,20 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
       return { healthy: database.healthy && cache.healthy, components: [database, cache] };
     },
   };
+}
+
+/** Throws what the auth interceptor would answer now if the call's credential is no longer good for `method`. */
+async function requireStillAuthorized(ctx: AppContext, header: Headers, method: DescMethod, peer: string): Promise<void> {
+  const token = tokenFromHeaders(header);
+  if (token === undefined) throw new ConnectError("missing API key", Code.Unauthenticated);
+  const requirement = methodRequirement(method);
+  const [allOf, anyOf] = requirement.kind === "permissions" ? [requirement.allOf, requirement.anyOf] : [[], []];
+  const verdict = await ctx.verifier.verify(token, allOf, anyOf, peer);
+  if (verdict.code === VerifyCode.VALID) return;
+  if (verdict.code === VerifyCode.INSUFFICIENT_PERMISSIONS) {
+    throw new ConnectError(`API key lacks permission ${verdict.missing.join(", ")}`, Code.PermissionDenied);
+  }
+  throw new ConnectError(REFUSALS[verdict.code] ?? "invalid API key", Code.Unauthenticated);
 }
 
 /** Whether the database answers a trivial query within the health timeout. */

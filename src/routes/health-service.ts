@@ -1,18 +1,21 @@
 import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { peerAddress } from "../auth/auth-context.js";
 import type { AppContext } from "../context.js";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../gen/grpc/health/v1/health_pb.js";
 import { checkDatabase } from "./api-keys-service.js";
 
-/** How often Watch re-checks the database while a stream is open. */
-const WATCH_INTERVAL_MS = 5_000;
+/** How often the database is re-checked while any Health/Watch stream is open. */
+export const HEALTH_WATCH_INTERVAL_MS = 5_000;
 
 /**
  * grpc.health.v1.Health: every service this listener serves (and "", the server
  * as a whole) is SERVING exactly when the database answers and the invalidation
- * listener is proven to deliver (else verdicts may be stale).
+ * listener is proven to deliver (else verdicts may be stale). Watch streams are
+ * unauthenticated, so they share one poll of the database (`ctx.databaseHealth`)
+ * and each address may hold only a few.
  */
-export function healthService(ctx: AppContext, served: readonly DescService[], watchIntervalMs = WATCH_INTERVAL_MS): ServiceImpl<typeof Health> {
+export function healthService(ctx: AppContext, served: readonly DescService[]): ServiceImpl<typeof Health> {
   const names = new Set(["", ...served.map((s) => s.typeName)]);
   const overall = async () =>
     (await checkDatabase(ctx)).healthy && ctx.verifier.isListening ? Status.SERVING : Status.NOT_SERVING;
@@ -24,14 +27,21 @@ export function healthService(ctx: AppContext, served: readonly DescService[], w
     },
 
     async *watch(req, call) {
-      let last: Status | undefined;
-      while (!call.signal.aborted) {
-        const status = names.has(req.service) ? await overall() : Status.SERVICE_UNKNOWN;
-        if (status !== last) {
-          last = status;
-          yield { status };
+      const release = ctx.streamCaps.acquire("Health/Watch", [
+        { kind: "address", id: call.values.get(peerAddress), max: ctx.config.maxHealthWatchStreamsPerAddress },
+      ]);
+      try {
+        if (!names.has(req.service)) {
+          // The spec: report SERVICE_UNKNOWN and keep the stream open (the service may appear later; ours never do).
+          yield { status: Status.SERVICE_UNKNOWN };
+          await new Promise((resolve) => (call.signal.aborted ? resolve(undefined) : call.signal.addEventListener("abort", resolve, { once: true })));
+          return;
         }
-        await sleep(watchIntervalMs, call.signal);
+        for await (const healthy of ctx.databaseHealth.changes(call.signal)) {
+          yield { status: healthy ? Status.SERVING : Status.NOT_SERVING };
+        }
+      } finally {
+        release();
       }
     },
 
@@ -40,16 +50,4 @@ export function healthService(ctx: AppContext, served: readonly DescService[], w
       return { statuses: Object.fromEntries([...names].filter((n) => n !== "").map((n) => [n, { status }])) };
     },
   };
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }

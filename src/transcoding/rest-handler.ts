@@ -9,6 +9,7 @@ import {
 import { Code, ConnectError, type ConnectRouter, type ContextValues, type Interceptor, createConnectRouter } from "@connectrpc/connect";
 import type { UniversalHandler } from "@connectrpc/connect/protocol";
 import { errorFromJsonBytes } from "@connectrpc/connect/protocol-connect";
+import { clampDeadline } from "../deadlines.js";
 import type { HttpHandler } from "../server.js";
 import { type HttpRoute, httpRoutes } from "./http-rules.js";
 import { PathDecodeError, type TemplateMatch, compareSpecificity, matchTemplate } from "./path-template.js";
@@ -143,6 +144,7 @@ export function restHandler(options: RestHandlerOptions): HttpHandler {
         if (name.startsWith(":") || DROPPED_REQUEST_HEADERS.has(name) || value === undefined) continue;
         for (const v of Array.isArray(value) ? value : [value]) header.append(name, v);
       }
+      clampDeadline(header);
       header.set("content-type", "application/proto");
       header.set("connect-protocol-version", "1");
       const response = await handler({

@@ -36,6 +36,25 @@ export interface KeyRecord {
 
 interface Entry extends CachedKey {
   expiresAt: number;
+  /** Approximate memory the entry holds of its own (see estimateBytes). */
+  bytes: number;
+}
+
+/** What every entry costs beyond its strings: the entry, record and Date objects, map slots and indexes. */
+const ENTRY_OVERHEAD_BYTES = 600;
+
+/**
+ * Approximate bytes an entry holds of its own: its token hash and every string of
+ * its record at two bytes a character, plus a fixed overhead. Its policy and CIDR
+ * filter are shared among entries and not counted here.
+ */
+function estimateBytes(hash: string, record: KeyRecord): number {
+  let chars = hash.length + record.id.length + record.name.length + record.start.length + record.description.length;
+  chars += (record.createdBy?.length ?? 0) + (record.consumer === null ? 0 : record.consumer.id.length + record.consumer.username.length);
+  for (const [k, v] of Object.entries(record.metadata)) chars += k.length + v.length + 16;
+  for (const [k, v] of Object.entries(record.environment)) chars += k.length + String(v).length + 16;
+  for (const cidr of record.allowedCidrs) chars += cidr.length + 8;
+  return ENTRY_OVERHEAD_BYTES + 2 * chars;
 }
 
 /** A cached key plus its permissions and CIDRs compiled, ready to check a request against. */
@@ -62,17 +81,26 @@ export class VerdictCache {
   private readonly policies = new Map<string, { policy: KeyRecord["policy"]; permissionSet: ReadonlySet<string> }>();
   /** Compiled allow-lists shared by keys with the same CIDRs (most keep the any-origin default). */
   private readonly originFilters = new Map<string, OriginFilter>();
+  /** Sum of the entries' estimated bytes. */
+  private totalBytes = 0;
   hits = 0;
   misses = 0;
   evictions = 0;
 
+  /** At most `maxEntries` entries and, by estimate, `maxBytes` bytes of them: whichever is reached first. */
   constructor(
     private readonly maxEntries: number,
     private readonly now: () => number = Date.now,
+    private readonly maxBytes = Number.POSITIVE_INFINITY,
   ) {}
 
   get size(): number {
     return this.entries.size;
+  }
+
+  /** Estimated bytes the entries hold. */
+  get bytes(): number {
+    return this.totalBytes;
   }
 
   /** The current generation; pass it back to `set` to detect a racing invalidation. */
@@ -110,13 +138,15 @@ export class VerdictCache {
       permissionSet: shared.permissionSet,
       origins: this.originFilter(record.allowedCidrs),
       expiresAt,
+      bytes: estimateBytes(hash, record),
     };
     if (generation !== this.generation || this.maxEntries === 0 || ttlMs <= 0 || expiresAt <= this.now()) return entry;
     this.delete(hash);
     this.entries.set(hash, entry);
+    this.totalBytes += entry.bytes;
     index(this.byKey, record.id, hash);
     index(this.byPolicy, record.policy.id, hash);
-    while (this.entries.size > this.maxEntries) {
+    while (this.entries.size > this.maxEntries || (this.totalBytes > this.maxBytes && this.entries.size > 0)) {
       const oldest = this.entries.keys().next().value as string;
       this.delete(oldest);
       this.evictions++;
@@ -141,6 +171,7 @@ export class VerdictCache {
   clear(): void {
     this.generation++;
     this.entries.clear();
+    this.totalBytes = 0;
     this.byKey.clear();
     this.byPolicy.clear();
     this.policies.clear();
@@ -171,6 +202,7 @@ export class VerdictCache {
     const entry = this.entries.get(hash);
     if (entry === undefined) return;
     this.entries.delete(hash);
+    this.totalBytes -= entry.bytes;
     unindex(this.byKey, entry.record.id, hash);
     unindex(this.byPolicy, entry.record.policy.id, hash);
   }

@@ -24,6 +24,8 @@ export interface Verdict {
 export interface VerifierOptions {
   tokens: TokenSettings;
   cacheMaxEntries: number;
+  /** Approximate memory the cache may hold (default: bounded by entries only). */
+  cacheMaxBytes?: number;
   cacheMaxAgeMs: number;
   /** How often batched last-used times are written (and idle rate-limit buckets forgotten). */
   lastUsedFlushMs?: number;
@@ -65,7 +67,7 @@ export class Verifier {
     private readonly options: VerifierOptions,
     private readonly logger: Logger,
   ) {
-    this.cache = new VerdictCache(options.cacheMaxEntries);
+    this.cache = new VerdictCache(options.cacheMaxEntries, Date.now, options.cacheMaxBytes);
     this.rateLimiter = new RateLimiter(options.rateLimitMaxKeys ?? 100_000);
     const throttling = { limit: options.authFailureLimit ?? 0, windowMs: options.authFailureWindowMs ?? 60_000 };
     this.failures = new FailureThrottle(throttling);

@@ -1,0 +1,152 @@
+import type http from "node:http";
+import type http2 from "node:http2";
+import type { DescMethod } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+
+type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
+
+const ENVELOPE_HEADER_BYTES = 5;
+
+/**
+ * The request body as connect should see it, read in linear time.
+ *
+ * connect reassembles a body from the chunks it is given in time quadratic in their
+ * number (`readAllBytes` and its envelope decoder shift and re-sum a chunk list), so
+ * a body sent as many tiny chunks stalls the event loop before authentication. Here
+ * a single-message request (unary, server-streaming) is collected once into one
+ * chunk; a streaming request is re-cut into whole envelopes, one chunk each. Reading
+ * stops a little past `maxBytes`, so connect still refuses an oversized body with
+ * its own resource_exhausted.
+ */
+export function linearRequestBody(req: NodeRequest, method: DescMethod, maxBytes: number): AsyncIterable<Uint8Array> {
+  const enveloped = !isConnectUnary(req, method);
+  const checkFlags = enveloped && !declaresEncoding(req) ? refuseCompressedFlag : () => {};
+  if (method.methodKind === "unary" || method.methodKind === "server_streaming") {
+    const limit = maxBytes + (enveloped ? ENVELOPE_HEADER_BYTES : 0);
+    return (async function* () {
+      const body = await collect(req, limit);
+      if (body.length > 0) checkFlags(body[0]!);
+      if (body.length > 0) yield body;
+    })();
+  }
+  return wholeEnvelopes(req, maxBytes, checkFlags);
+}
+
+const COMPRESSED_FLAG = 0x01;
+
+/** Whether the request names a message encoding (gRPC, gRPC-Web: grpc-encoding; Connect streaming: connect-content-encoding). */
+function declaresEncoding(req: NodeRequest): boolean {
+  const encoding = req.headers["grpc-encoding"] ?? req.headers["connect-content-encoding"];
+  return encoding !== undefined && encoding !== "identity";
+}
+
+/**
+ * A compressed envelope without a declared encoding is the client's mistake. connect
+ * raises it as `internal` where interceptors see it (streaming requests), so logs and
+ * metrics would count a server fault while the client is told invalid_argument.
+ */
+function refuseCompressedFlag(flags: number): void {
+  if ((flags & COMPRESSED_FLAG) === COMPRESSED_FLAG) {
+    throw new ConnectError("received compressed envelope, but the request names no message encoding", Code.InvalidArgument);
+  }
+}
+
+/** Connect's unary protocol sends a bare message; every other protocol envelopes it. */
+function isConnectUnary(req: NodeRequest, method: DescMethod): boolean {
+  const contentType = req.headers["content-type"] ?? "";
+  return method.methodKind === "unary" && !contentType.startsWith("application/grpc") && !contentType.startsWith("application/connect+");
+}
+
+/**
+ * The whole body as one buffer, or its first `limit + 1` bytes when it is longer.
+ * Chunks are copied into one growing buffer as they arrive, so a million 1-byte
+ * chunks are not kept alive as a million buffer objects.
+ */
+function collect(req: NodeRequest, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers["content-length"]);
+    let buffer = Buffer.allocUnsafe(Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, limit + 1) : 16 * 1024);
+    let length = 0;
+    const cleanup = () => {
+      req.off("data", onData);
+      req.off("end", onEnd);
+      req.off("error", onError);
+      req.off("close", onClose);
+    };
+    const onData = (chunk: Buffer) => {
+      const take = Math.min(chunk.length, limit + 1 - length);
+      if (length + take > buffer.length) {
+        const grown = Buffer.allocUnsafe(Math.min(Math.max(buffer.length * 2, length + take), limit + 1));
+        buffer.copy(grown, 0, 0, length);
+        buffer = grown;
+      }
+      chunk.copy(buffer, length, 0, take);
+      length += take;
+      if (length > limit) {
+        cleanup();
+        req.pause();
+        resolve(buffer.subarray(0, length));
+      }
+    };
+    const onEnd = () => {
+      cleanup();
+      resolve(buffer.subarray(0, length));
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      reject(err);
+    };
+    const onClose = () => {
+      cleanup();
+      reject(new ConnectError("request closed before its body was complete", Code.Canceled));
+    };
+    req.on("data", onData);
+    req.once("end", onEnd);
+    req.once("error", onError);
+    req.once("close", onClose);
+  });
+}
+
+/**
+ * The body's envelopes, each as one chunk. Bytes are copied at most twice per
+ * envelope (header, then whole), so any chunking costs linear time. An envelope
+ * over `maxBytes` is passed on as soon as its header is known, for connect to refuse.
+ */
+async function* wholeEnvelopes(req: NodeRequest, maxBytes: number, checkFlags: (flags: number) => void): AsyncIterable<Uint8Array> {
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  let need = ENVELOPE_HEADER_BYTES;
+  let passThrough = false;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    if (passThrough) {
+      yield chunk;
+      continue;
+    }
+    pending.push(chunk);
+    pendingBytes += chunk.length;
+    while (pendingBytes >= need) {
+      const buffered = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+      pending = [buffered];
+      if (need === ENVELOPE_HEADER_BYTES) {
+        checkFlags(buffered[0]!);
+        const length = buffered.readUInt32BE(1);
+        if (length > maxBytes) {
+          passThrough = true;
+          pending = [];
+          pendingBytes = 0;
+          yield buffered;
+          break;
+        }
+        need = ENVELOPE_HEADER_BYTES + length;
+        if (pendingBytes < need) break;
+      }
+      yield buffered.subarray(0, need);
+      const rest = buffered.subarray(need);
+      pending = rest.length > 0 ? [rest] : [];
+      pendingBytes = rest.length;
+      need = ENVELOPE_HEADER_BYTES;
+    }
+  }
+  // An incomplete envelope: connect reports it.
+  if (pendingBytes > 0) yield Buffer.concat(pending, pendingBytes);
+}
