@@ -158,6 +158,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
         routes,
         interceptors,
         readMaxBytes: READ_MAX_BYTES,
+        // JSON answers carry every field, as REST's do: `"valid": false` is a verdict, not an absence.
+        jsonOptions: { alwaysEmitImplicit: true },
         // Keys restricted to CIDRs are checked against the caller's own address.
         contextValues: peerContextValues,
         fallback: httpFallback([probes, openApiHandler(served), rest, ...httpHandlers, ...extra]),

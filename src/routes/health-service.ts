@@ -2,6 +2,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import type { AppContext } from "../context.js";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../gen/grpc/health/v1/health_pb.js";
+import { abortError } from "../invalidation/invalidation-bus.js";
 import { checkDatabase } from "./api-keys-service.js";
 
 /** How often Watch re-checks the database while a stream is open. */
@@ -31,6 +32,8 @@ export function healthService(ctx: AppContext, served: readonly DescService[], w
         }
         await sleep(watchIntervalMs, call.signal);
       }
+      // Ending normally would tell the client "OK" when its deadline passed.
+      throw abortError(call.signal);
     },
 
     async list() {
