@@ -44,9 +44,12 @@ export function authInterceptor(verifier: Verifier): Interceptor {
     const hasCredentials = req.header.has("authorization") || req.header.has("x-api-key");
     const retryAfterMs = hasCredentials ? verifier.failures.retryAfterMs(peer) : 0;
     if (retryAfterMs > 0) {
+      const seconds = Math.ceil(retryAfterMs / 1000);
+      // Retry-After rides as error metadata: a response header on Connect and REST (HTTP 429).
       throw new ConnectError(
-        `too many failed authentication attempts from this address; retry in ${Math.ceil(retryAfterMs / 1000)}s`,
+        `too many failed authentication attempts from this address; retry in ${seconds}s`,
         Code.ResourceExhausted,
+        { "retry-after": String(seconds) },
       );
     }
     let token: string | undefined;
