@@ -4,7 +4,7 @@ import type { Kysely, Transaction } from "kysely";
 import type { ApiKeyUpdate, Database } from "../db/schema.js";
 import { invalidArgument, notFound, requireName, requireUuid, withConnectErrors } from "../errors.js";
 import type { AdminUpdateApiKeyRequest } from "../gen/apikeys/v1/admin_pb.js";
-import { type ApiKey, ApiKeySchema, type CidrList, CredentialType, type RateLimit } from "../gen/apikeys/v1/resources_pb.js";
+import { type ApiKey, ApiKeySchema, CredentialType, type RateLimit } from "../gen/apikeys/v1/resources_pb.js";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { requireConsumerRef, requireGrantedPolicy } from "../consumers/consumer.service.js";
 import { findConsumer } from "../consumers/consumer.repository.js";
@@ -17,6 +17,7 @@ import { generateToken, hashToken, parseToken, tokenStart } from "../tokens/toke
 import { resolveUpdateMask } from "../update-mask.js";
 import type { KeyRecord } from "../verify/verdict-cache.js";
 import {
+  ANY_ORIGIN,
   requireCidrs,
   requireDescription,
   requireEnvironment,
@@ -87,8 +88,8 @@ export interface CreateKeyInput {
   description?: string;
   metadata?: { [key: string]: string };
   expiresOn?: Timestamp;
-  /** Unset: any origin. */
-  allowedCidrs?: CidrList;
+  /** Empty or unset: any origin. */
+  allowedCidrs?: readonly string[];
   environment?: JsonObject;
   rateLimit?: RateLimit;
   /** Id or username of the consumer holding the key; the policy must be granted to it. */
@@ -116,7 +117,7 @@ export function createKey(
   const description = requireDescription(req.description ?? "");
   const metadata = requireMetadata(req.metadata ?? {});
   const expiresOn = requireExpiry(req.expiresOn);
-  const allowedCidrs = requireCidrs(req.allowedCidrs);
+  const allowedCidrs = req.allowedCidrs === undefined || req.allowedCidrs.length === 0 ? [...ANY_ORIGIN] : requireCidrs(req.allowedCidrs);
   const environment = requireEnvironment(req.environment);
   const rateLimit = requireRateLimit(req.rateLimit);
   const consumerRef = req.consumer ? requireConsumerRef("consumer", req.consumer) : undefined;
@@ -232,7 +233,7 @@ function presentFields(req: AdminUpdateApiKeyRequest): (typeof UPDATABLE)[number
     description: req.description !== undefined,
     metadata: Object.keys(req.metadata).length > 0,
     expires_on: req.expiresOn !== undefined,
-    allowed_cidrs: req.allowedCidrs !== undefined,
+    allowed_cidrs: req.allowedCidrs.length > 0,
     environment: req.environment !== undefined,
     rate_limit: req.rateLimit !== undefined,
     consumer: req.consumer !== undefined,
@@ -250,13 +251,8 @@ export function updateKey(db: Kysely<Database>, req: AdminUpdateApiKeyRequest, h
   if (fields.has("description")) changes.description = requireDescription(req.description ?? "");
   if (fields.has("metadata")) changes.metadata = JSON.stringify(requireMetadata(req.metadata));
   if (fields.has("expires_on")) changes.expires_on = requireExpiry(req.expiresOn);
-  if (fields.has("allowed_cidrs")) {
-    // Unset here would be ambiguous (any origin or none?), so it must be explicit.
-    if (req.allowedCidrs === undefined) {
-      throw invalidArgument("allowed_cidrs is in update_mask but not set: send a list (an empty one admits no origin)");
-    }
-    changes.allowed_cidrs = requireCidrs(req.allowedCidrs);
-  }
+  // Named in the mask, an empty list admits no origin.
+  if (fields.has("allowed_cidrs")) changes.allowed_cidrs = requireCidrs(req.allowedCidrs);
   if (fields.has("environment")) changes.environment = JSON.stringify(requireEnvironment(req.environment));
   if (fields.has("rate_limit")) Object.assign(changes, rateLimitColumns(requireRateLimit(req.rateLimit)));
   const policyId = fields.has("policy_id") ? requireUuid("policy_id", req.policyId ?? "") : undefined;
