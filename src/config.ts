@@ -29,7 +29,7 @@ export interface Config {
   /** How long cached keys keep answering after the database connection is lost; 0 refuses at once. */
   outageStalenessMs: number;
   logLevel: string;
-  /** Server secret that encrypts signing keys' secrets at rest; without it no signing key can be made or checked. */
+  /** Server secret that encrypts signing keys' secrets at rest; unset, the embedded database generates one (see jwt/server-secret-key). */
   secretKey: string | undefined;
   /** Longest lifetime (exp - iat) of a JWT signed with a signing key. */
   jwtMaxLifetimeMs: number;

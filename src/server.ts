@@ -27,6 +27,7 @@ import { openApiHandler } from "./transcoding/openapi.js";
 import { restHandler } from "./transcoding/rest-handler.js";
 import { Verifier } from "./verify/verifier.js";
 import { SecretBox } from "./jwt/secret-box.js";
+import { resolveSecretKey } from "./jwt/server-secret-key.js";
 import { dashboardHandler } from "./web/static.js";
 
 /** The services this server implements, in the order they are registered. */
@@ -70,7 +71,8 @@ export interface Server {
 }
 
 /** Opens the database, migrates, registers own permissions, bootstraps and listens. */
-export async function startServer(config: Config, logger: Logger): Promise<Server> {
+export async function startServer(configured: Config, logger: Logger): Promise<Server> {
+  let config = configured;
   const problems = checkAuthOptions([...SERVICES]);
   if (problems.length > 0) throw new Error(`invalid auth options: ${problems.join("; ")}`);
 
@@ -85,6 +87,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
   try {
     const applied = await migrateToLatest(database.db);
     if (applied.length > 0) logger.info({ migrations: applied }, "database migrated");
+    const secretKey = await resolveSecretKey(database.db, { configured: config.secretKey, databaseUrl: config.databaseUrl, dataDir: config.dataDir }, logger);
+    config = { ...config, secretKey };
 
     const own = declaredPermissions([...SERVICES]).get(OWN_SERVICE) ?? [];
     await registerPermissions(database.db, OWN_SERVICE, own);

@@ -126,7 +126,10 @@ export function createKey(
   const signing = credentialType === CredentialType.SIGNING;
   const secrets = tokens.secrets;
   if (signing && secrets === undefined) {
-    throw new ConnectError("signing keys need APIKEYS_SECRET_KEY in the server's configuration", Code.FailedPrecondition);
+    throw new ConnectError(
+      "signing keys need a server secret: set APIKEYS_SECRET_KEY (at least 32 characters, the same on every instance) and restart the server",
+      Code.FailedPrecondition,
+    );
   }
   const token = signing ? "" : (req.token ?? generateToken(tokens.prefix));
   const secret = signing ? generateSigningSecret() : "";
