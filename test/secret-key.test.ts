@@ -22,7 +22,8 @@ afterAll(async () => {
 });
 
 async function spawn(env: Record<string, string>): Promise<ServerProcess> {
-  const server = await spawnServer(env);
+  // PGlite on disk starts slowly on a loaded machine.
+  const server = await spawnServer(env, 120_000);
   cleanups.push(() => server.stop("SIGKILL"));
   return server;
 }
@@ -75,7 +76,7 @@ describe("embedded database without APIKEYS_SECRET_KEY", () => {
     expect(third.output).toContain("1 signing key(s) exist but APIKEYS_SECRET_KEY is not set");
     expect(third.output).toContain(file);
     expect(existsSync(file)).toBe(false);
-  }, 180_000);
+  }, 400_000);
 });
 
 describe.runIf(usingPostgres)("Postgres (DATABASE_URL) without APIKEYS_SECRET_KEY", () => {
@@ -105,5 +106,5 @@ describe.runIf(usingPostgres)("Postgres (DATABASE_URL) without APIKEYS_SECRET_KE
     expect(refused.output).toContain(
       "1 signing key(s) exist but APIKEYS_SECRET_KEY is not set: set APIKEYS_SECRET_KEY to the value they were created with",
     );
-  }, 180_000);
+  }, 400_000);
 });

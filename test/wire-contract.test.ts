@@ -82,6 +82,16 @@ describe("valid: false in JSON", () => {
     expect(body.code).toBe("VERIFY_CODE_NOT_FOUND");
   });
 
+  it("gRPC-Web JSON says the same", async () => {
+    const res = await fetch(`${t.baseUrl}/apikeys.v1.ApiKeysService/VerifyToken`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${verifierToken}`, "content-type": "application/grpc-web+json" },
+      body: frame(new TextEncoder().encode(JSON.stringify({ token: generateToken("ak") })), 0),
+    });
+    const message = frames(new Uint8Array(await res.arrayBuffer())).find((f) => f.flags === 0);
+    expect(JSON.parse(Buffer.from(message!.data).toString())).toMatchObject({ valid: false, code: "VERIFY_CODE_NOT_FOUND" });
+  });
+
   it("REST says the same", async () => {
     const res = await fetch(`${t.baseUrl}/api/v1/api_keys/verify`, {
       method: "POST",
