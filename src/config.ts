@@ -34,7 +34,7 @@ export interface Config {
   logLevel: string;
   /** Largest request JSON an audit event stores whole (UTF-8 bytes); larger ones are stored truncated. */
   auditRequestMaxBytes: number;
-  /** Server secret that encrypts signing keys' secrets at rest; without it no signing key can be made or checked. */
+  /** Server secret that encrypts signing keys' secrets at rest; unset, the embedded database generates one (see jwt/server-secret-key). */
   secretKey: string | undefined;
   /** Longest lifetime (exp - iat) of a JWT signed with a signing key. */
   jwtMaxLifetimeMs: number;

@@ -100,7 +100,9 @@ export function apiError(reason: Reason, message: string, facts: ErrorFacts = {}
       value: { retryDelay: { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 } },
     });
   }
-  const error = new ConnectError(message, code, undefined, undefined, facts.cause);
+  // Retry-After rides as error metadata: a response header on Connect and REST (HTTP 429).
+  const headers = facts.retryAfterMs === undefined ? undefined : { "retry-after": String(Math.max(1, Math.ceil(facts.retryAfterMs / 1000))) };
+  const error = new ConnectError(message, code, headers, undefined, facts.cause);
   error.details = details;
   return error;
 }

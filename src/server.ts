@@ -31,6 +31,7 @@ import { SharedStatus } from "./streams/shared-status.js";
 import { StreamCaps } from "./streams/stream-caps.js";
 import { Verifier } from "./verify/verifier.js";
 import { SecretBox } from "./jwt/secret-box.js";
+import { resolveSecretKey } from "./jwt/server-secret-key.js";
 import { dashboardHandler } from "./web/static.js";
 
 /** The services this server implements, in the order they are registered. */
@@ -92,7 +93,8 @@ export interface Server {
 }
 
 /** Opens the database, migrates, registers own permissions, bootstraps and listens. */
-export async function startServer(config: Config, logger: Logger): Promise<Server> {
+export async function startServer(configured: Config, logger: Logger): Promise<Server> {
+  let config = configured;
   const problems = checkAuthOptions([...SERVICES]);
   if (problems.length > 0) throw new Error(`invalid auth options: ${problems.join("; ")}`);
 
@@ -127,6 +129,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
   try {
     const applied = await migrateToLatest(database.db);
     if (applied.length > 0) logger.info({ migrations: applied }, "database migrated");
+    const secretKey = await resolveSecretKey(database.db, { configured: config.secretKey, databaseUrl: config.databaseUrl, dataDir: config.dataDir }, logger);
+    config = { ...config, secretKey };
 
     const own = declaredPermissions([...SERVICES]).get(OWN_SERVICE) ?? [];
     await registerPermissions(database.db, SERVER_AUTHORITY, OWN_SERVICE, own);
@@ -214,6 +218,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
         routes,
         interceptors,
         readMaxBytes: READ_MAX_BYTES,
+        // JSON answers carry every field, as REST's do: `"valid": false` is a verdict, not an absence.
+        jsonOptions: { alwaysEmitImplicit: true },
         // Keys restricted to CIDRs are checked against the caller's own address.
         contextValues: peerContextValues,
         fallback: httpFallback([probes, openApiHandler(served), rest, ...httpHandlers, ...extra]),

@@ -39,7 +39,7 @@ describe.each(["connect", "grpc"] as const)("key lifecycle over %s", (protocol) 
         policyId,
         description: "kept",
         metadata: { team: "a" },
-        allowedCidrs: { cidrs: ["10.0.0.0/8"] },
+        allowedCidrs: ["10.0.0.0/8"],
         environment: { region: "eu" },
         rateLimit: { requests: 1000, period: durationFromMs(60_000) },
       });

@@ -40,7 +40,7 @@ describe.each(["connect", "grpc"] as const)("key options over %s", (protocol) =>
       description: "the nightly export job",
       metadata: { team: "data", ticket: "OPS-12" },
       expiresOn,
-      allowedCidrs: { cidrs: ["10.0.0.0/8", "2001:db8::/32", "192.168.1.7"] },
+      allowedCidrs: ["10.0.0.0/8", "2001:db8::/32", "192.168.1.7"],
       environment: { api_key: "upstream-secret", retries: 3, beta: true },
       rateLimit: { requests: 100, period: durationFromMs(60_000) },
     });
@@ -60,7 +60,7 @@ describe.each(["connect", "grpc"] as const)("key options over %s", (protocol) =>
     expect(res.apiKey?.allowedCidrs).toEqual(apiKey?.allowedCidrs);
   });
 
-  it("gives a new key any origin, while an explicitly empty list admits none", async () => {
+  it("gives a new key any origin, also for an empty list; an update to an empty list admits none", async () => {
     const open = await admin.adminCreateApiKey({ name: name("open"), policyId });
     expect(open.apiKey?.allowedCidrs).toEqual(["0.0.0.0/0", "::/0"]);
     expect(open.apiKey?.environment).toEqual({});
@@ -68,13 +68,18 @@ describe.each(["connect", "grpc"] as const)("key options over %s", (protocol) =>
     expect(open.apiKey?.expiresOn).toBeUndefined();
     for (const ip of ["", "203.0.113.9", "2001:db8::1"]) expect((await verify(open.token, ip)).code).toBe(VerifyCode.VALID);
 
-    const closed = await admin.adminCreateApiKey({ name: name("closed"), policyId, allowedCidrs: { cidrs: [] } });
-    expect(closed.apiKey?.allowedCidrs).toEqual([]);
+    const created = await admin.adminCreateApiKey({ name: name("closed"), policyId, allowedCidrs: [] });
+    expect(created.apiKey?.allowedCidrs).toEqual(["0.0.0.0/0", "::/0"]);
+    // Without the mask an empty list is "not given"; named in the mask it means no origin.
+    const unchanged = await admin.adminUpdateApiKey({ id: created.apiKey!.id, allowedCidrs: [], description: "x" });
+    expect(unchanged.apiKey?.allowedCidrs).toEqual(["0.0.0.0/0", "::/0"]);
+    const emptied = await admin.adminUpdateApiKey({ id: created.apiKey!.id, allowedCidrs: [], updateMask: mask("allowed_cidrs") });
+    expect(emptied.apiKey?.allowedCidrs).toEqual([]);
     for (const ip of ["", "10.0.0.1", "::1"]) {
-      const res = await verify(closed.token, ip);
+      const res = await verify(created.token, ip);
       expect(res.code).toBe(VerifyCode.IP_NOT_ALLOWED);
       expect(res.valid).toBe(false);
-      expect(res.apiKey?.id).toBe(closed.apiKey?.id);
+      expect(res.apiKey?.id).toBe(created.apiKey?.id);
     }
   });
 
@@ -82,7 +87,7 @@ describe.each(["connect", "grpc"] as const)("key options over %s", (protocol) =>
     const { token } = await admin.adminCreateApiKey({
       name: name("narrow"),
       policyId,
-      allowedCidrs: { cidrs: ["10.0.0.0/8", "2001:db8::/32"] },
+      allowedCidrs: ["10.0.0.0/8", "2001:db8::/32"],
     });
     const expected: Record<string, VerifyCode> = {
       "10.255.0.1": VerifyCode.VALID,
@@ -94,7 +99,7 @@ describe.each(["connect", "grpc"] as const)("key options over %s", (protocol) =>
     };
     for (const [ip, code] of Object.entries(expected)) expect([ip, (await verify(token, ip)).code]).toEqual([ip, code]);
 
-    const v4only = await admin.adminCreateApiKey({ name: name("v4"), policyId, allowedCidrs: { cidrs: ["0.0.0.0/0"] } });
+    const v4only = await admin.adminCreateApiKey({ name: name("v4"), policyId, allowedCidrs: ["0.0.0.0/0"] });
     expect((await verify(v4only.token, "198.51.100.1")).code).toBe(VerifyCode.VALID);
     expect((await verify(v4only.token, "2001:db8::1")).code).toBe(VerifyCode.IP_NOT_ALLOWED);
     expect((await verify(v4only.token, "")).code).toBe(VerifyCode.IP_NOT_ALLOWED);
@@ -102,25 +107,25 @@ describe.each(["connect", "grpc"] as const)("key options over %s", (protocol) =>
 
   it("refuses invalid CIDRs, naming each", async () => {
     const err = await rejection(
-      admin.adminCreateApiKey({ name: name("bad-cidr"), policyId, allowedCidrs: { cidrs: ["10.0.0.0/33", "172.16.0.0/12", "nonsense"] } }),
+      admin.adminCreateApiKey({ name: name("bad-cidr"), policyId, allowedCidrs: ["10.0.0.0/33", "172.16.0.0/12", "nonsense"] }),
     );
     expect(err.code).toBe(Code.InvalidArgument);
     expect(err.rawMessage).toContain('"10.0.0.0/33"');
     expect(err.rawMessage).toContain('"nonsense"');
     expect(err.rawMessage).not.toContain("172.16.0.0/12");
     const { apiKey } = await admin.adminCreateApiKey({ name: name("cidr-upd"), policyId });
-    const upd = await rejection(admin.adminUpdateApiKey({ id: apiKey!.id, allowedCidrs: { cidrs: ["2001:db8::/129"] } }));
+    const upd = await rejection(admin.adminUpdateApiKey({ id: apiKey!.id, allowedCidrs: ["2001:db8::/129"] }));
     expect(upd.code).toBe(Code.InvalidArgument);
     expect(upd.rawMessage).toContain("2001:db8::/129");
   });
 
   it("holds TestApiKey and the admin plane to the caller's own address", async () => {
-    const elsewhere = await admin.adminCreateApiKey({ name: name("elsewhere"), policyId, allowedCidrs: { cidrs: ["10.0.0.0/8"] } });
+    const elsewhere = await admin.adminCreateApiKey({ name: name("elsewhere"), policyId, allowedCidrs: ["10.0.0.0/8"] });
     const err = await rejection(clientsFor(t.baseUrl, protocol, elsewhere.token).data.testApiKey({}));
     expect(err.code).toBe(Code.Unauthenticated);
     expect(err.rawMessage).toMatch(/may not be used from this address/);
 
-    const local = await admin.adminCreateApiKey({ name: name("local"), policyId, allowedCidrs: { cidrs: ["127.0.0.0/8", "::1"] } });
+    const local = await admin.adminCreateApiKey({ name: name("local"), policyId, allowedCidrs: ["127.0.0.0/8", "::1"] });
     const res = await clientsFor(t.baseUrl, protocol, local.token).data.testApiKey({});
     expect(res.apiKey?.id).toBe(local.apiKey?.id);
   });
@@ -214,10 +219,7 @@ describe.each(["connect", "grpc"] as const)("key options over %s", (protocol) =>
     expect(unlabelled.apiKey?.metadata).toEqual({});
     expect(unlabelled.apiKey?.description).toBe("");
 
-    const ambiguous = await rejection(admin.adminUpdateApiKey({ id, updateMask: mask("allowed_cidrs") }));
-    expect(ambiguous.code).toBe(Code.InvalidArgument);
-    expect(ambiguous.rawMessage).toMatch(/allowed_cidrs is in update_mask but not set/);
-    const narrowed = await admin.adminUpdateApiKey({ id, allowedCidrs: { cidrs: ["fd00::/8"] }, updateMask: mask("allowed_cidrs") });
+    const narrowed = await admin.adminUpdateApiKey({ id, allowedCidrs: ["fd00::/8"], updateMask: mask("allowed_cidrs") });
     expect(narrowed.apiKey?.allowedCidrs).toEqual(["fd00::/8"]);
     expect((await verify(token, "fd12::1")).code).toBe(VerifyCode.VALID);
 
@@ -230,7 +232,7 @@ describe.each(["connect", "grpc"] as const)("key options over %s", (protocol) =>
     const { apiKey, token } = await admin.adminCreateApiKey({ name: name("recidr"), policyId });
     expect((await verify(token, "10.0.0.1")).code).toBe(VerifyCode.VALID);
     expect((await verify(token, "10.0.0.1")).code).toBe(VerifyCode.VALID);
-    await admin.adminUpdateApiKey({ id: apiKey!.id, allowedCidrs: { cidrs: ["192.168.0.0/16"] } });
+    await admin.adminUpdateApiKey({ id: apiKey!.id, allowedCidrs: ["192.168.0.0/16"] });
     expect((await verify(token, "10.0.0.1")).code).toBe(VerifyCode.IP_NOT_ALLOWED);
     expect((await verify(token, "192.168.3.4")).code).toBe(VerifyCode.VALID);
   });
@@ -282,7 +284,7 @@ describe("key options over REST", () => {
     const created = await rest("POST", "/api/v1/api_keys", {
       name: "rest-options",
       policy_id: policyId,
-      allowed_cidrs: { cidrs: ["10.0.0.0/8"] },
+      allowed_cidrs: ["10.0.0.0/8"],
       environment: { api_key: "k" },
       expires_on: new Date(Date.now() + 3_600_000).toISOString(),
     });
@@ -295,7 +297,7 @@ describe("key options over REST", () => {
     const outside = await rest("POST", "/api/v1/api_keys/verify", { token: created.json.token, client_ip: "192.0.2.1" });
     expect(outside.json.code).toBe("VERIFY_CODE_IP_NOT_ALLOWED");
 
-    const bad = await rest("PATCH", `/api/v1/api_keys/${id}`, { allowed_cidrs: { cidrs: ["10.0.0.0/40"] } });
+    const bad = await rest("PATCH", `/api/v1/api_keys/${id}`, { allowed_cidrs: ["10.0.0.0/40"] });
     expect(bad.status).toBe(400);
     expect(bad.json.message).toContain("10.0.0.0/40");
     const cleared = await rest("PATCH", `/api/v1/api_keys/${id}`, { update_mask: "expiresOn" });

@@ -147,8 +147,8 @@ describe("refusals", () => {
     { name: "text body", reason: "UNSUPPORTED_CONTENT_TYPE", method: "POST", path: "/v1/echo/x:check", body: "name=a", contentType: "text/plain", status: 415, message: /unsupported content type "text\/plain"/ },
     { name: "non-UTF-8 charset", reason: "UNSUPPORTED_CONTENT_TYPE", method: "POST", path: "/v1/echo/x:check", body: "{}", contentType: "application/json; charset=latin1", status: 415, message: /unsupported content type/ },
     { name: "body too large", reason: "REQUEST_TOO_LARGE", method: "POST", path: "/v1/echo/x:check", body: JSON.stringify({ name: "x".repeat(READ_MAX_BYTES) }), status: 413, message: /exceeds 1024 bytes/ },
-    { name: "wrong method", reason: "UNIMPLEMENTED", method: "DELETE", path: "/v1/echo/x", status: 405, message: /method DELETE not allowed/, allow: "GET" },
-    { name: "wrong method on a literal route", reason: "UNIMPLEMENTED", method: "POST", path: "/v1/echo/special", status: 405, message: /allowed: GET/, allow: "GET" },
+    { name: "wrong method", reason: "UNIMPLEMENTED", method: "DELETE", path: "/v1/echo/x", status: 405, message: /method DELETE not allowed/, allow: "GET, HEAD" },
+    { name: "wrong method on a literal route", reason: "UNIMPLEMENTED", method: "POST", path: "/v1/echo/special", status: 405, message: /allowed: GET/, allow: "GET, HEAD" },
   ];
   it.each(cases)("$name → $status $reason", async ({ reason, method, path, body, contentType, status, message, allow }) => {
     const res = await call(method, path, body === undefined ? {} : { body, ...(contentType !== undefined && { contentType }) });

@@ -166,22 +166,24 @@ describe("precedence", () => {
     expect(byId.status).toBe(404);
   });
 
-  it("routes a method the literal route lacks to the variable route", async () => {
-    // DELETE has only /api/v1/api_keys/{id}, so "policies" is taken as a key id.
+  it("answers a method the literal route lacks with 405, never by taking the literal as an id", async () => {
+    // Regression: DELETE /policies and GET /verify were served by /api/v1/api_keys/{id}, answering "id must be a UUID".
     const res = await rest("DELETE", "/api/v1/api_keys/policies");
-    expect(res.status).toBe(400);
-    expect(res.json.message).toMatch(/id must be a UUID/);
+    expect(res.status).toBe(405);
+    expect(res.headers.get("allow")).toBe("GET, HEAD, POST");
+    const verb = await rest("GET", "/api/v1/api_keys/verify");
+    expect(verb.status).toBe(405);
+    expect(verb.headers.get("allow")).toBe("POST");
+    expect(verb.json.message).toBe("method GET not allowed on /api/v1/api_keys/verify; allowed: POST");
   });
 
   it("answers 405 with Allow when no route has the method", async () => {
     const res = await rest("PUT", "/api/v1/api_keys/policies");
     expect(res.status).toBe(405);
-    expect(res.headers.get("allow")).toBe("DELETE, GET, PATCH, POST");
-    const verb = await rest("GET", "/api/v1/api_keys/verify");
-    expect(verb.status).toBe(400); // GET /api/v1/api_keys/{id} with id "verify"
-    const put = await rest("PUT", "/api/v1/api_keys/verify");
+    expect(res.headers.get("allow")).toBe("GET, HEAD, POST");
+    const put = await rest("PUT", `/api/v1/api_keys/${UUID}`);
     expect(put.status).toBe(405);
-    expect(put.headers.get("allow")).toBe("DELETE, GET, PATCH, POST");
+    expect(put.headers.get("allow")).toBe("DELETE, GET, HEAD, PATCH");
   });
 });
 
@@ -299,7 +301,7 @@ describe("with ADMIN_PORT", () => {
     // On the admin port the path only matches /api/v1/api_keys/{id}, which has no POST.
     const verifyOnAdmin = await rest("POST", "/api/v1/api_keys/verify", { token, baseUrl: split.adminBaseUrl, body: { token } });
     expect(verifyOnAdmin.status).toBe(405);
-    expect(verifyOnAdmin.headers.get("allow")).toBe("DELETE, GET, PATCH");
+    expect(verifyOnAdmin.headers.get("allow")).toBe("DELETE, GET, HEAD, PATCH");
   });
 
   it("documents only the listener's own operations in /openapi.json", async () => {

@@ -45,8 +45,8 @@ export class InvalidationBus {
     }
     const subscription = new Subscription(() => this.subscriptions.delete(subscription));
     this.subscriptions.add(subscription);
-    if (signal.aborted) subscription.end(new ConnectError("stream cancelled", Code.Canceled));
-    else signal.addEventListener("abort", () => subscription.end(new ConnectError("stream cancelled", Code.Canceled)), { once: true });
+    if (signal.aborted) subscription.end(abortError(signal));
+    else signal.addEventListener("abort", () => subscription.end(abortError(signal)), { once: true });
     return subscription;
   }
 
@@ -59,6 +59,15 @@ export class InvalidationBus {
   private endAll(error: ConnectError): void {
     for (const subscription of [...this.subscriptions]) subscription.end(error);
   }
+}
+
+/**
+ * Why a stream's signal aborted: Connect aborts it with deadline_exceeded when the
+ * call's deadline passes, which the client must see as such; anything else is the
+ * client going away.
+ */
+export function abortError(signal: AbortSignal): ConnectError {
+  return signal.reason instanceof ConnectError ? signal.reason : new ConnectError("stream cancelled", Code.Canceled);
 }
 
 /** One subscriber's bounded queue of events. */

@@ -1,12 +1,12 @@
 import type { JsonObject } from "@bufbuild/protobuf";
 import { type Timestamp, durationMs, timestampDate } from "@bufbuild/protobuf/wkt";
 import { invalidArgument } from "../errors.js";
-import type { CidrList, RateLimit as RateLimitMessage } from "../gen/apikeys/v1/resources_pb.js";
+import type { RateLimit as RateLimitMessage } from "../gen/apikeys/v1/resources_pb.js";
 import { parseCidr } from "../verify/cidr.js";
 import type { RateLimit } from "../verify/rate-limiter.js";
 
 /** What a new key admits when no CIDRs are given: any IPv4 and any IPv6 address. */
-const ANY_ORIGIN = ["0.0.0.0/0", "::/0"];
+export const ANY_ORIGIN: readonly string[] = ["0.0.0.0/0", "::/0"];
 
 const MAX_DESCRIPTION = 2000;
 const MAX_METADATA_ENTRIES = 64;
@@ -61,12 +61,11 @@ export function requireExpiry(value: Timestamp | undefined, now = Date.now()): D
 }
 
 /** Checks and canonicalises CIDRs (bare addresses become /32 or /128), naming any invalid one. */
-export function requireCidrs(list: CidrList | undefined): string[] {
-  if (list === undefined) return [...ANY_ORIGIN];
-  if (list.cidrs.length > MAX_CIDRS) throw invalidArgument(`allowed_cidrs: at most ${MAX_CIDRS} CIDRs`);
+export function requireCidrs(cidrs: readonly string[]): string[] {
+  if (cidrs.length > MAX_CIDRS) throw invalidArgument(`allowed_cidrs: at most ${MAX_CIDRS} CIDRs`);
   const invalid: string[] = [];
   const canonical: string[] = [];
-  for (const text of list.cidrs) {
+  for (const text of cidrs) {
     const parsed = parseCidr(text.trim());
     if (parsed === undefined) invalid.push(`"${text.slice(0, 64)}"`);
     else if (!canonical.includes(parsed.text)) canonical.push(parsed.text);

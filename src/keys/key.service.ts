@@ -4,7 +4,7 @@ import type { Kysely, Transaction } from "kysely";
 import type { ApiKeyUpdate, Database } from "../db/schema.js";
 import { apiError, invalidArgument, isWithinYears1To9999, notFound, requireName, requireUuid, withConnectErrors } from "../errors.js";
 import type { AdminUpdateApiKeyRequest } from "../gen/apikeys/v1/admin_pb.js";
-import { type ApiKey, ApiKeySchema, type CidrList, CredentialType, type RateLimit } from "../gen/apikeys/v1/resources_pb.js";
+import { type ApiKey, ApiKeySchema, CredentialType, type RateLimit } from "../gen/apikeys/v1/resources_pb.js";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type Authority, actorKeyId, requireInScope, scopeOf } from "../auth/authority.js";
 import { requireConsumerRef, requireGrantedPolicy } from "../consumers/consumer.service.js";
@@ -18,6 +18,7 @@ import { generateToken, hashToken, parseToken, tokenStart } from "../tokens/toke
 import { resolveUpdateMask } from "../update-mask.js";
 import type { KeyRecord } from "../verify/verdict-cache.js";
 import {
+  ANY_ORIGIN,
   requireCidrs,
   requireDescription,
   requireEnvironment,
@@ -88,8 +89,8 @@ export interface CreateKeyInput {
   description?: string;
   metadata?: { [key: string]: string };
   expiresOn?: Timestamp;
-  /** Unset: any origin. */
-  allowedCidrs?: CidrList;
+  /** Empty or unset: any origin. */
+  allowedCidrs?: readonly string[];
   environment?: JsonObject;
   rateLimit?: RateLimit;
   /** Id or username of the consumer holding the key; the policy must be granted to it. */
@@ -132,7 +133,7 @@ export function createKey(
   const description = requireDescription(req.description ?? "");
   const metadata = requireMetadata(req.metadata ?? {});
   const expiresOn = requireExpiry(req.expiresOn);
-  const allowedCidrs = requireCidrs(req.allowedCidrs);
+  const allowedCidrs = req.allowedCidrs === undefined || req.allowedCidrs.length === 0 ? [...ANY_ORIGIN] : requireCidrs(req.allowedCidrs);
   const environment = requireEnvironment(req.environment);
   const rateLimit = requireRateLimit(req.rateLimit);
   const consumerRef = req.consumer ? requireConsumerRef("consumer", req.consumer) : scopeOf(authority)?.id;
@@ -148,7 +149,10 @@ export function createKey(
   const signing = credentialType === CredentialType.SIGNING;
   const secrets = tokens.secrets;
   if (signing && secrets === undefined) {
-    throw new ConnectError("signing keys need APIKEYS_SECRET_KEY in the server's configuration", Code.FailedPrecondition);
+    throw new ConnectError(
+      "signing keys need a server secret: set APIKEYS_SECRET_KEY (at least 32 characters, the same on every instance) and restart the server",
+      Code.FailedPrecondition,
+    );
   }
   const token = signing ? "" : (req.token ?? generateToken(tokens.prefix));
   const secret = signing ? generateSigningSecret() : "";
@@ -266,7 +270,7 @@ function presentFields(req: AdminUpdateApiKeyRequest): (typeof UPDATABLE)[number
     description: req.description !== undefined,
     metadata: Object.keys(req.metadata).length > 0,
     expires_on: req.expiresOn !== undefined,
-    allowed_cidrs: req.allowedCidrs !== undefined,
+    allowed_cidrs: req.allowedCidrs.length > 0,
     environment: req.environment !== undefined,
     rate_limit: req.rateLimit !== undefined,
     consumer: req.consumer !== undefined,
@@ -294,13 +298,8 @@ export function updateKey(
   if (fields.has("description")) changes.description = requireDescription(req.description ?? "");
   if (fields.has("metadata")) changes.metadata = JSON.stringify(requireMetadata(req.metadata));
   if (fields.has("expires_on")) changes.expires_on = requireExpiry(req.expiresOn);
-  if (fields.has("allowed_cidrs")) {
-    // Unset here would be ambiguous (any origin or none?), so it must be explicit.
-    if (req.allowedCidrs === undefined) {
-      throw invalidArgument("allowed_cidrs is in update_mask but not set: send a list (an empty one admits no origin)");
-    }
-    changes.allowed_cidrs = requireCidrs(req.allowedCidrs);
-  }
+  // Named in the mask, an empty list admits no origin.
+  if (fields.has("allowed_cidrs")) changes.allowed_cidrs = requireCidrs(req.allowedCidrs);
   if (fields.has("environment")) changes.environment = JSON.stringify(requireEnvironment(req.environment));
   if (fields.has("rate_limit")) Object.assign(changes, rateLimitColumns(requireRateLimit(req.rateLimit)));
   const policyId = fields.has("policy_id") ? requireUuid("policy_id", req.policyId ?? "") : undefined;

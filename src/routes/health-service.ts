@@ -3,6 +3,7 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { peerAddress } from "../auth/auth-context.js";
 import type { AppContext } from "../context.js";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../gen/grpc/health/v1/health_pb.js";
+import { abortError } from "../invalidation/invalidation-bus.js";
 import { checkDatabase } from "./api-keys-service.js";
 
 /** How often the database is re-checked while any Health/Watch stream is open. */
@@ -43,6 +44,8 @@ export function healthService(ctx: AppContext, served: readonly DescService[]): 
       } finally {
         release();
       }
+      // Ending normally would tell the client "OK" when its deadline passed.
+      throw abortError(call.signal);
     },
 
     async list() {

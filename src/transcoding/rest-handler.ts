@@ -8,6 +8,8 @@ import {
 } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouter, type ContextValues, type Interceptor, createConnectRouter } from "@connectrpc/connect";
 import type { UniversalHandler } from "@connectrpc/connect/protocol";
+import { promisify } from "node:util";
+import zlib from "node:zlib";
 import { errorFromJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { clampDeadline } from "../deadlines.js";
 import type { HttpHandler } from "../server.js";
@@ -79,21 +81,29 @@ export function restHandler(options: RestHandlerOptions): HttpHandler {
     if (matches.length === 0) return false;
 
     const method = (req.method ?? "GET").toUpperCase();
-    const candidates = matches.filter((m) => m.route.httpMethod === method).sort((a, b) => compareSpecificity(a.route.template, b.route.template));
-    const chosen = candidates[0];
+    // The path belongs to its most specific templates: /api_keys/verify is the verify route,
+    // never the key "verify", whatever the method.
+    matches.sort((a, b) => compareSpecificity(a.route.template, b.route.template));
+    const owners = matches.filter((m) => compareSpecificity(m.route.template, matches[0]!.route.template) === 0);
+    // HEAD is GET without the body, as HTTP defines it.
+    const chosen = owners.find((m) => m.route.httpMethod === (method === "HEAD" ? "GET" : method));
+    const head = method === "HEAD";
     if (chosen === undefined) {
-      const allow = [...new Set(matches.map((m) => m.route.httpMethod))].sort().join(", ");
-      sendStatus(res, 405, { code: Code.Unimplemented, message: `method ${method} not allowed on ${rawPath}; allowed: ${allow}`, details: [] }, { allow });
+      const methods = new Set(owners.map((m) => m.route.httpMethod));
+      if (methods.has("GET")) methods.add("HEAD");
+      const allow = [...methods].sort().join(", ");
+      sendStatus(res, 405, { code: Code.Unimplemented, message: `method ${method} not allowed on ${rawPath}; allowed: ${allow}`, details: [] }, { allow }, head);
       return true;
     }
 
     const answer = await handle(chosen.route, chosen.match, req, query);
     if ("rpcStatus" in answer) {
-      sendStatus(res, answer.status, answer.rpcStatus);
+      sendStatus(res, answer.status, answer.rpcStatus, answer.headers, head);
     } else {
       const text = JSON.stringify(answer.json);
       res.writeHead(200, { ...answer.headers, "content-type": "application/json", "content-length": String(Buffer.byteLength(text)) });
-      res.end(text);
+      if (head) res.end();
+      else res.end(text);
     }
     return true;
   };
@@ -103,13 +113,16 @@ export function restHandler(options: RestHandlerOptions): HttpHandler {
     match: TemplateMatch,
     req: NodeRequest,
     query: URLSearchParams,
-  ): Promise<{ status: number; rpcStatus: RpcStatus } | { json: JsonValue; headers: Record<string, string> }> {
+  ): Promise<{ status: number; rpcStatus: RpcStatus; headers?: Record<string, string> } | { json: JsonValue; headers: Record<string, string> }> {
     let body: JsonValue | undefined;
     if (route.body !== undefined) {
       const read = await readBody(req, options.readMaxBytes);
       if (read.tooLarge) {
         return { status: 413, rpcStatus: { code: Code.ResourceExhausted, message: `request body exceeds ${options.readMaxBytes} bytes`, details: [] } };
       }
+      const decoded = await decodeContent(read.bytes, req.headers["content-encoding"], options.readMaxBytes);
+      if ("refusal" in decoded) return decoded.refusal;
+      read.bytes = decoded.bytes;
       if (read.bytes.length > 0) {
         const contentType = req.headers["content-type"];
         if (!isJsonContentType(contentType)) {
@@ -157,17 +170,18 @@ export function restHandler(options: RestHandlerOptions): HttpHandler {
         contextValues: options.contextValues?.(req),
       });
       const bytes = await collect(response.body);
-      if (response.status !== 200) {
-        const error = errorFromJsonBytes(bytes, response.header, new ConnectError(`upstream answered HTTP ${response.status}`, Code.Internal));
-        return { status: httpStatusFromCode(error.code), rpcStatus: statusBody(error, registry) };
-      }
-      const output = fromBinary(route.method.output, bytes);
-      const full = toJson(route.method.output, output, { alwaysEmitImplicit: true, registry }) as Record<string, JsonValue>;
-      const json = route.responseBody === undefined ? full : (full[route.responseBody.jsonName] ?? null);
+      // Headers the call set, error metadata (e.g. Retry-After) included.
       const headers: Record<string, string> = {};
       response.header?.forEach((value, name) => {
         if (!DROPPED_RESPONSE_HEADERS.has(name) && !name.startsWith("connect-")) headers[name] = value;
       });
+      if (response.status !== 200) {
+        const error = errorFromJsonBytes(bytes, response.header, new ConnectError(`upstream answered HTTP ${response.status}`, Code.Internal));
+        return { status: httpStatusFromCode(error.code), rpcStatus: statusBody(error, registry), headers };
+      }
+      const output = fromBinary(route.method.output, bytes);
+      const full = toJson(route.method.output, output, { alwaysEmitImplicit: true, registry }) as Record<string, JsonValue>;
+      const json = route.responseBody === undefined ? full : (full[route.responseBody.jsonName] ?? null);
       return { json, headers };
     } finally {
       req.off("close", onClose);
@@ -175,7 +189,7 @@ export function restHandler(options: RestHandlerOptions): HttpHandler {
   }
 }
 
-function sendStatus(res: NodeResponse, status: number, rpcStatus: RpcStatus, extra: Record<string, string> = {}) {
+function sendStatus(res: NodeResponse, status: number, rpcStatus: RpcStatus, extra: Record<string, string> = {}, head = false) {
   // REST's own refusals get their details like every other error.
   const body = rpcStatus.details.length > 0 ? rpcStatus : statusBody(new ConnectError(rpcStatus.message, rpcStatus.code), createRegistry());
   const headers: Record<string, string> = { ...extra, "content-type": "application/json" };
@@ -183,7 +197,48 @@ function sendStatus(res: NodeResponse, status: number, rpcStatus: RpcStatus, ext
   const text = JSON.stringify(body);
   headers["content-length"] = String(Buffer.byteLength(text));
   res.writeHead(status, headers);
-  res.end(text);
+  if (head) res.end();
+  else res.end(text);
+}
+
+/** Content codings a REST body may use (Content-Encoding), besides identity. */
+const DECOMPRESSORS: Record<string, (bytes: Uint8Array, options: zlib.ZlibOptions & zlib.BrotliOptions) => Promise<Buffer>> = {
+  gzip: promisify(zlib.gunzip),
+  "x-gzip": promisify(zlib.gunzip),
+  br: promisify(zlib.brotliDecompress),
+};
+const ACCEPTED_ENCODINGS = "gzip, br";
+
+/**
+ * Undoes the body's content codings, last applied first. The size limit holds for
+ * what they decompress to, so a small bomb is refused like a big body.
+ */
+async function decodeContent(
+  bytes: Uint8Array,
+  header: string | undefined,
+  maxBytes: number,
+): Promise<{ bytes: Uint8Array } | { refusal: { status: number; rpcStatus: RpcStatus; headers?: Record<string, string> } }> {
+  const codings = (header ?? "").split(",").map((c) => c.trim().toLowerCase()).filter((c) => c !== "" && c !== "identity");
+  for (const coding of codings) {
+    if (DECOMPRESSORS[coding] === undefined) {
+      const message = `unsupported Content-Encoding ${JSON.stringify(coding.slice(0, 64))}; send ${ACCEPTED_ENCODINGS} or identity`;
+      return { refusal: { status: 415, rpcStatus: { code: Code.InvalidArgument, message, details: [] }, headers: { "accept-encoding": ACCEPTED_ENCODINGS } } };
+    }
+  }
+  if (bytes.length === 0) return { bytes };
+  for (const coding of codings.reverse()) {
+    try {
+      bytes = await DECOMPRESSORS[coding]!(bytes, { maxOutputLength: maxBytes });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") {
+        const message = `request body exceeds ${maxBytes} bytes once decompressed`;
+        return { refusal: { status: 413, rpcStatus: { code: Code.ResourceExhausted, message, details: [] } } };
+      }
+      const message = `request body is not valid ${coding}: ${(err as Error).message}`;
+      return { refusal: { status: 400, rpcStatus: { code: Code.InvalidArgument, message, details: [] } } };
+    }
+  }
+  return { bytes };
 }
 
 /** application/json, optionally with charset=utf-8; anything else is refused with 415. */

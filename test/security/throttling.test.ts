@@ -43,7 +43,16 @@ it("blocks an address after the limit of failed authentications, then every call
   expect(await codeOf(clientsFor(t.baseUrl, "connect").data.testApiKey({}))).toBe(Code.ResourceExhausted);
   const rest = await fetch(`${t.baseUrl}/api/v1/api_keys/test`, { headers: { authorization: `Bearer ${t.adminToken}` } });
   expect(rest.status).toBe(429);
+  expect(rest.headers.get("retry-after")).toMatch(/^[12]$/);
   await rest.arrayBuffer();
+  const connect = await fetch(`${t.baseUrl}/apikeys.v1.ApiKeysService/TestApiKey`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${t.adminToken}`, "content-type": "application/json" },
+    body: "{}",
+  });
+  expect(connect.status).toBe(429);
+  expect(connect.headers.get("retry-after")).toMatch(/^[12]$/);
+  await connect.arrayBuffer();
   // Public methods stay open.
   expect((await clientsFor(t.baseUrl, "connect").data.getServiceHealth({})).healthy).toBe(true);
 

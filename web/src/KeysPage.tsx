@@ -293,15 +293,15 @@ function KeyForm(props: {
       policyId,
       description: description.trim(),
       expiresOn: expiresOn && timestampFromDate(expiresOn),
-      // An empty box means "any origin": on create by leaving the field unset, on update by saying so.
-      allowedCidrs: { cidrs: cidrList.length > 0 ? cidrList : ANY_ORIGIN },
+      // An empty box means "any origin": on create an empty list says so, on update the list must.
+      allowedCidrs: cidrList.length > 0 ? cidrList : ANY_ORIGIN,
       environment: env.value,
     };
     if (existing === undefined) {
       const res = await create.mutateAsync({
         ...fields,
         consumer,
-        allowedCidrs: cidrList.length > 0 ? fields.allowedCidrs : undefined,
+        allowedCidrs: cidrList,
       });
       props.onCreated?.(res.token, res.apiKey?.name ?? name);
       return;

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file apikeys/v1/resources.proto.
  */
 export const file_apikeys_v1_resources: GenFile = /*@__PURE__*/
-  fileDesc("ChphcGlrZXlzL3YxL3Jlc291cmNlcy5wcm90bxIKYXBpa2V5cy52MSKRBQoGQXBpS2V5EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSKAoGcG9saWN5GAMgASgLMhguYXBpa2V5cy52MS5BcGlLZXlQb2xpY3kSDwoHZW5hYmxlZBgEIAEoCBINCgVzdGFydBgFIAEoCRIuCgpjcmVhdGVkX29uGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX29uGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxsYXN0X3VzZWRfb24YCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNyZWF0ZWRfYnkYCSABKAkSEwoLZGVzY3JpcHRpb24YCiABKAkSMgoIbWV0YWRhdGEYCyADKAsyIC5hcGlrZXlzLnYxLkFwaUtleS5NZXRhZGF0YUVudHJ5Ei4KCmV4cGlyZXNfb24YDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWFsbG93ZWRfY2lkcnMYDSADKAkSLAoLZW52aXJvbm1lbnQYDiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EikKCnJhdGVfbGltaXQYDyABKAsyFS5hcGlrZXlzLnYxLlJhdGVMaW1pdBITCgtjb25zdW1lcl9pZBgUIAEoCRIZChFjb25zdW1lcl91c2VybmFtZRgVIAEoCRIzCg9jcmVkZW50aWFsX3R5cGUYFiABKA4yGi5hcGlrZXlzLnYxLkNyZWRlbnRpYWxUeXBlGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJICglSYXRlTGltaXQSEAoIcmVxdWVzdHMYASABKAUSKQoGcGVyaW9kGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIhkKCENpZHJMaXN0Eg0KBWNpZHJzGAEgAygJIsYBCgxBcGlLZXlQb2xpY3kSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRITCgtwZXJtaXNzaW9ucxgEIAMoCRIuCgpjcmVhdGVkX29uGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX29uGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpjcmVhdGVkX2J5GAcgASgJIlQKClBlcm1pc3Npb24SDAoEbmFtZRgBIAEoCRIPCgdzZXJ2aWNlGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEhIKCmRlcHJlY2F0ZWQYBCABKAgqaQoOQ3JlZGVudGlhbFR5cGUSHwobQ1JFREVOVElBTF9UWVBFX1VOU1BFQ0lGSUVEEAASGQoVQ1JFREVOVElBTF9UWVBFX1RPS0VOEAESGwoXQ1JFREVOVElBTF9UWVBFX1NJR05JTkcQAmIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChphcGlrZXlzL3YxL3Jlc291cmNlcy5wcm90bxIKYXBpa2V5cy52MSKRBQoGQXBpS2V5EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSKAoGcG9saWN5GAMgASgLMhguYXBpa2V5cy52MS5BcGlLZXlQb2xpY3kSDwoHZW5hYmxlZBgEIAEoCBINCgVzdGFydBgFIAEoCRIuCgpjcmVhdGVkX29uGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX29uGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxsYXN0X3VzZWRfb24YCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNyZWF0ZWRfYnkYCSABKAkSEwoLZGVzY3JpcHRpb24YCiABKAkSMgoIbWV0YWRhdGEYCyADKAsyIC5hcGlrZXlzLnYxLkFwaUtleS5NZXRhZGF0YUVudHJ5Ei4KCmV4cGlyZXNfb24YDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWFsbG93ZWRfY2lkcnMYDSADKAkSLAoLZW52aXJvbm1lbnQYDiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EikKCnJhdGVfbGltaXQYDyABKAsyFS5hcGlrZXlzLnYxLlJhdGVMaW1pdBITCgtjb25zdW1lcl9pZBgUIAEoCRIZChFjb25zdW1lcl91c2VybmFtZRgVIAEoCRIzCg9jcmVkZW50aWFsX3R5cGUYFiABKA4yGi5hcGlrZXlzLnYxLkNyZWRlbnRpYWxUeXBlGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJICglSYXRlTGltaXQSEAoIcmVxdWVzdHMYASABKAUSKQoGcGVyaW9kGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIsYBCgxBcGlLZXlQb2xpY3kSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRITCgtwZXJtaXNzaW9ucxgEIAMoCRIuCgpjcmVhdGVkX29uGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX29uGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpjcmVhdGVkX2J5GAcgASgJIlQKClBlcm1pc3Npb24SDAoEbmFtZRgBIAEoCRIPCgdzZXJ2aWNlGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEhIKCmRlcHJlY2F0ZWQYBCABKAgqaQoOQ3JlZGVudGlhbFR5cGUSHwobQ1JFREVOVElBTF9UWVBFX1VOU1BFQ0lGSUVEEAASGQoVQ1JFREVOVElBTF9UWVBFX1RPS0VOEAESGwoXQ1JFREVOVElBTF9UWVBFX1NJR05JTkcQAmIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A credential held by a service. Its token is shown once, at creation.
@@ -183,29 +183,6 @@ export const RateLimitSchema: GenMessage<RateLimit> = /*@__PURE__*/
   messageDesc(file_apikeys_v1_resources, 1);
 
 /**
- * A list of CIDRs wrapped in a message, so a request can tell "not given"
- * (field unset) from "no origin at all" (set, with an empty list).
- *
- * @generated from message apikeys.v1.CidrList
- */
-export type CidrList = Message<"apikeys.v1.CidrList"> & {
-  /**
-   * IPv4 ("10.0.0.0/8") or IPv6 ("2001:db8::/32") CIDRs; a bare address means
-   * that one host.
-   *
-   * @generated from field: repeated string cidrs = 1;
-   */
-  cidrs: string[];
-};
-
-/**
- * Describes the message apikeys.v1.CidrList.
- * Use `create(CidrListSchema)` to create a new message.
- */
-export const CidrListSchema: GenMessage<CidrList> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_resources, 2);
-
-/**
  * A named set of permissions. Changing it changes every key that uses it at once.
  *
  * @generated from message apikeys.v1.ApiKeyPolicy
@@ -260,7 +237,7 @@ export type ApiKeyPolicy = Message<"apikeys.v1.ApiKeyPolicy"> & {
  * Use `create(ApiKeyPolicySchema)` to create a new message.
  */
 export const ApiKeyPolicySchema: GenMessage<ApiKeyPolicy> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_resources, 3);
+  messageDesc(file_apikeys_v1_resources, 2);
 
 /**
  * A permission declared by a service.
@@ -300,7 +277,7 @@ export type Permission = Message<"apikeys.v1.Permission"> & {
  * Use `create(PermissionSchema)` to create a new message.
  */
 export const PermissionSchema: GenMessage<Permission> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_resources, 4);
+  messageDesc(file_apikeys_v1_resources, 3);
 
 /**
  * How a key's holder proves possession.
