@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { InventoryService } from "../examples/inventory/src/gen/inventory/v1/inventory_pb.js";
-import { AuthOptionsError, assertAuthOptions, missingPermissions } from "../src/client/index.js";
+import { AuthOptionsError, assertAuthOptions, missingPermissions } from "@apikeys/client";
 import { declaredPermissions, methodRequirement } from "../src/permissions/declarations.js";
 import { serviceWith } from "./helpers/descriptors.js";
 

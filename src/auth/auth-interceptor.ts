@@ -1,31 +1,9 @@
+import { MISSING_KEY, REFUSALS, lacksPermissions, tokenFromHeaders } from "@apikeys/client";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { VerifyCode } from "../gen/apikeys/v1/api_keys_pb.js";
 import { methodRequirement } from "../permissions/declarations.js";
 import type { Verifier } from "../verify/verifier.js";
 import { authenticatedKey, peerAddress } from "./auth-context.js";
-
-/** Reads the token from `Authorization: Bearer <token>` or `x-api-key: <token>`. */
-export function tokenFromHeaders(headers: Headers): string | undefined {
-  const authorization = headers.get("authorization");
-  if (authorization !== null) {
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
-    if (match === null) {
-      throw new ConnectError("Authorization header must be 'Bearer <token>'", Code.Unauthenticated);
-    }
-    return match[1];
-  }
-  const apiKey = headers.get("x-api-key");
-  return apiKey === null || apiKey.trim() === "" ? undefined : apiKey.trim();
-}
-
-/** Why a refused token was refused, as the caller is told (the SDK says the same). */
-export const REFUSALS: Partial<Record<VerifyCode, string>> = {
-  [VerifyCode.NOT_FOUND]: "invalid API key",
-  [VerifyCode.DISABLED]: "API key is disabled",
-  [VerifyCode.EXPIRED]: "API key has expired",
-  [VerifyCode.IP_NOT_ALLOWED]: "API key may not be used from this address",
-  [VerifyCode.RATE_LIMITED]: "API key is over its rate limit",
-};
 
 /**
  * Enforces each method's `(apikeys.v1.auth)` requirement with the server's own
@@ -57,17 +35,14 @@ export function authInterceptor(verifier: Verifier): Interceptor {
       throw err;
     }
     if (token === undefined) {
-      throw new ConnectError("missing API key: send 'Authorization: Bearer <token>' or 'x-api-key: <token>'", Code.Unauthenticated);
+      throw new ConnectError(MISSING_KEY, Code.Unauthenticated);
     }
     const verdict =
       requirement.kind === "permissions"
         ? await verifier.verify(token, requirement.allOf, requirement.anyOf, peer)
         : await verifier.verify(token, [], [], peer);
     if (verdict.code === VerifyCode.INSUFFICIENT_PERMISSIONS) {
-      throw new ConnectError(
-        `API key lacks permission${verdict.missing.length > 1 ? "s" : ""} ${verdict.missing.join(", ")}`,
-        Code.PermissionDenied,
-      );
+      throw new ConnectError(lacksPermissions(verdict.missing), Code.PermissionDenied);
     }
     if (verdict.code !== VerifyCode.VALID) {
       if (verdict.code === VerifyCode.NOT_FOUND) verifier.failures.recordFailure(peer);
