@@ -59,6 +59,7 @@ echo '{"name":"shop-services","version":"0.0.0","private":true,"type":"module"}'
 npm_install "$tarball" @bufbuild/protobuf@^2 @connectrpc/connect@^2 @connectrpc/connect-node@^2 \
   express@^5 fastify@^5 @grpc/grpc-js@^1 @grpc/proto-loader@^0.8 \
   typescript@~5.9 @types/node@^20 @types/express@^5 @bufbuild/buf@^1 @bufbuild/protoc-gen-es@^2
+npx buf build node_modules/@apikeys/client/proto   # the shipped contract alone
 npx buf build && npx buf generate
 npx tsc -p tsconfig.json
 echo "ok - tsc (nodenext, strict, exactOptionalPropertyTypes, noUncheckedIndexedAccess, skipLibCheck: false)"
