@@ -15,7 +15,7 @@ import {
   verifiedKey,
 } from "@apikeys/client";
 import { type ApiKeyRequest, apiKeyMiddleware } from "@apikeys/client/express";
-import { apiKeyPreHandler } from "@apikeys/client/fastify";
+import { apiKeyPlugin, apiKeyPreHandler } from "@apikeys/client/fastify";
 import { apiKeyInterceptor, verifiedKeyOf } from "@apikeys/client/grpc-js";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
@@ -112,6 +112,12 @@ expressApp.get("/reports", apiKeyMiddleware({ verifier: expressVerifier, allOf: 
 });
 const expressServer = createServer(expressApp);
 const expressUrl = await listen(expressServer);
+// The same middleware on plain node:http.
+const guard = apiKeyMiddleware({ verifier: expressVerifier, allOf: ["reports:read"] });
+const plainServer = createServer((req, res) =>
+  guard(req, res, () => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ caller: (req as ApiKeyRequest).apiKey?.name }))),
+);
+const plainUrl = await listen(plainServer);
 
 // --- Fastify
 const fastifyVerifier = await liveVerifier();
@@ -119,6 +125,11 @@ const fastify = Fastify();
 fastify.get("/reports", { preHandler: apiKeyPreHandler({ verifier: fastifyVerifier, allOf: ["reports:read"] }) }, async (request) => ({
   caller: request.apiKey?.name,
 }));
+// The plugin covers every route of the scope it is registered in.
+await fastify.register(async (scope) => {
+  await scope.register(apiKeyPlugin, { verifier: fastifyVerifier, anyOf: ["reports:read", "reports:admin"] });
+  scope.get("/scoped/reports", async (request) => ({ caller: request.apiKey?.name }));
+});
 const fastifyUrl = await fastify.listen({ port: 0, host: "127.0.0.1" });
 
 // --- grpc-js, with the service definition from @grpc/proto-loader and requirements from the descriptors
@@ -146,7 +157,7 @@ function grpcCall(token: string | undefined): Promise<string> {
 }
 
 async function httpCall(url: string, token: string | undefined): Promise<string> {
-  const res = await fetch(`${url}/reports`, { headers: token === undefined ? {} : { authorization: `Bearer ${token}` } });
+  const res = await fetch(url, { headers: token === undefined ? {} : { authorization: `Bearer ${token}` } });
   const body = (await res.json()) as { code?: number; message?: string; caller?: string };
   if (res.status === 401 && !(res.headers.get("www-authenticate") ?? "").startsWith("Bearer")) throw new Error(`${url}: 401 without WWW-Authenticate: Bearer`);
   if (res.status !== 200 && (typeof body.code !== "number" || typeof body.message !== "string")) {
@@ -159,10 +170,14 @@ async function httpCall(url: string, token: string | undefined): Promise<string>
 const holderName = `holder-${suffix}`;
 const servers: Array<{ name: string; call: (token: string | undefined) => Promise<string>; refused: [string, string, string]; refusedDisabled: string }> = [
   { name: "Connect", call: connectCall, refused: ["Unauthenticated", "PermissionDenied", `OK ${holderName}`], refusedDisabled: "Unauthenticated" },
-  { name: "Express", call: (t) => httpCall(expressUrl, t), refused: ["401", "403", `200 ${holderName}`], refusedDisabled: "401" },
-  { name: "Fastify", call: (t) => httpCall(fastifyUrl, t), refused: ["401", "403", `200 ${holderName}`], refusedDisabled: "401" },
+  { name: "Express", call: (t) => httpCall(`${expressUrl}/reports`, t), refused: ["401", "403", `200 ${holderName}`], refusedDisabled: "401" },
+  { name: "node:http", call: (t) => httpCall(`${plainUrl}/reports`, t), refused: ["401", "403", `200 ${holderName}`], refusedDisabled: "401" },
+  { name: "Fastify", call: (t) => httpCall(`${fastifyUrl}/reports`, t), refused: ["401", "403", `200 ${holderName}`], refusedDisabled: "401" },
+  { name: "Fastify plugin", call: (t) => httpCall(`${fastifyUrl}/scoped/reports`, t), refused: ["401", "403", `200 ${holderName}`], refusedDisabled: "401" },
   { name: "grpc-js", call: grpcCall, refused: ["UNAUTHENTICATED", "PERMISSION_DENIED", `OK ${holderName}`], refusedDisabled: "UNAUTHENTICATED" },
 ];
+await shop.ping({});
+ok("Connect: a public method answers without a key");
 for (const server of servers) {
   const answers = [await server.call(undefined), await server.call(lacking.token), await server.call(holder.token)];
   expectEqual(answers, server.refused, `${server.name} (no key, lacking key, holding key)`);
@@ -194,7 +209,7 @@ ok("@grpc/proto-loader loads the shipped apikeys/v1 protos");
 grpcClient.close();
 await new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve()));
 await fastify.close();
-for (const server of [connectServer, expressServer]) {
+for (const server of [connectServer, expressServer, plainServer]) {
   server.closeAllConnections();
   await new Promise((resolve) => server.close(resolve));
 }
