@@ -24,7 +24,14 @@ function newestMtime(path) {
 const builtAt = statSync(marker, { throwIfNoEntry: false })?.mtimeMs ?? 0;
 if (builtAt > 0 && builtAt >= Math.max(...inputs.map(newestMtime))) process.exit(0);
 
-const tsc = join(dirname(createRequire(import.meta.url).resolve("typescript/package.json")), "bin", "tsc");
+let tsc;
+try {
+  tsc = join(dirname(createRequire(import.meta.url).resolve("typescript/package.json")), "bin", "tsc");
+} catch {
+  // An install without devDependencies cannot build, and the server cannot run without the build.
+  console.warn("@apikeys/client: not built (typescript is not installed); install with `npm ci`, then `npm prune --omit=dev`.");
+  process.exit(0);
+}
 rmSync(join(pkg, "dist"), { recursive: true, force: true });
 execFileSync(process.execPath, [tsc, "-p", join(pkg, "tsconfig.json")], { stdio: "inherit" });
 execFileSync(process.execPath, [tsc, "-p", join(pkg, "tsconfig.cjs.json")], { stdio: "inherit" });
