@@ -35,7 +35,8 @@ done
 echo "ok - ≤ 15 MiB, none of pg, kysely, pglite, pino, tsx"
 [ -z "$(npm query ':attr(scripts, [postinstall])' | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).map(p=>p.name).join(" ")))')" ] \
   || { echo "a dependency has a postinstall script" >&2; exit 1; }
-node "$fixtures/load.mjs"
+# Copied in: it must resolve the package from this project, not from the repository.
+cp "$fixtures/load.mjs" . && node load.mjs
 
 step "apikeys server (real, port 0)"
 admin_token=$(cd "$repo" && node --import tsx scripts/token.ts)
@@ -63,6 +64,7 @@ npx buf build node_modules/@apikeys/client/proto   # the shipped contract alone
 npx buf build && npx buf generate
 npx tsc -p tsconfig.json
 echo "ok - tsc (nodenext, strict, exactOptionalPropertyTypes, noUncheckedIndexedAccess, skipLibCheck: false)"
+cp "$fixtures/load.mjs" . && node load.mjs @apikeys/client/grpc-js
 APIKEYS_URL="http://127.0.0.1:$port" APIKEYS_ADMIN_TOKEN="$admin_token" node dist/check.js
 
 step "protoc -I <package>/proto alone; a Python grpcio client"
