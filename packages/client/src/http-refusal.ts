@@ -10,7 +10,6 @@ export interface HttpRefusal {
 const STATUS: Partial<Record<Code, number>> = {
   [Code.Unauthenticated]: 401,
   [Code.PermissionDenied]: 403,
-  [Code.ResourceExhausted]: 429,
   [Code.Unavailable]: 503,
 };
 
