@@ -13,7 +13,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import pg from "pg";
 import { ApiKeysAdminService } from "../src/gen/apikeys/v1/admin_pb.js";
 import { ApiKeysService, VerifyCode, VerifyTokenRequestSchema } from "../src/gen/apikeys/v1/api_keys_pb.js";
-import { createApiKeysClients, KeyVerifier } from "../src/client/index.js";
+import { createApiKeysClients, KeyVerifier } from "@apikeys/client";
 import { generateToken } from "../src/tokens/token.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);

@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const built = join(root, "dist/web/index.html");
-const sources = ["web", "src/gen", "package-lock.json"].map((p) => join(root, p));
+const sources = ["web", "src/gen", "packages/client/src", "package-lock.json"].map((p) => join(root, p));
 
 function newestMtime(path) {
   const info = statSync(path, { throwIfNoEntry: false });

@@ -1,5 +1,7 @@
-// Copies the third-party protos we build against from installed npm packages into
-// third_party/proto, where buf resolves imports and generates from. Runs on install.
+// Copies the gRPC health and reflection protos (served next to our contract) from
+// their installed npm packages into third_party/proto, where buf resolves imports and
+// generates from. Runs on install. google/api lives in proto/ itself, so the contract
+// builds on its own (and ships that way in @apikeys/client).
 import { cpSync, existsSync, mkdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
@@ -9,8 +11,6 @@ const root = join(import.meta.dirname, "..", "third_party", "proto");
 
 // [npm package, file inside it, where it goes under third_party/proto]
 const PROTOS = [
-  ["google-proto-files", "google/api/annotations.proto", "google/api/annotations.proto"],
-  ["google-proto-files", "google/api/http.proto", "google/api/http.proto"],
   ["google-proto-files", "google/rpc/code.proto", "google/rpc/code.proto"],
   ["google-proto-files", "google/rpc/error_details.proto", "google/rpc/error_details.proto"],
   ["google-proto-files", "google/rpc/status.proto", "google/rpc/status.proto"],
@@ -19,14 +19,7 @@ const PROTOS = [
   ["@grpc/reflection", "build/proto/grpc/reflection/v1alpha/reflection.proto", "grpc/reflection/v1alpha/reflection.proto"],
 ];
 
-let source;
-try {
-  source = dirname(require.resolve("google-proto-files/package.json"));
-} catch {
-  // Production installs (npm ci --omit=dev) have no proto sources and need none.
-  process.exit(0);
-}
-const packageDirs = new Map([["google-proto-files", source]]);
+const packageDirs = new Map();
 for (const [pkg, file, to] of PROTOS) {
   if (!packageDirs.has(pkg)) packageDirs.set(pkg, dirname(require.resolve(`${pkg}/package.json`)));
   const from = join(packageDirs.get(pkg), file);

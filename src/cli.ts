@@ -1,8 +1,7 @@
 import { type DescMessage, type MessageShape, toJson } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
-import { ApiKeysAdminService } from "./gen/apikeys/v1/admin_pb.js";
+import { type ApiKeysClients, createApiKeysClients } from "@apikeys/client";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { type ApiKey, ApiKeySchema, type ApiKeyPolicy, ApiKeyPolicySchema, PermissionSchema } from "./gen/apikeys/v1/resources_pb.js";
 
 /** Exit codes scripts can rely on (also in docs/cli.md). */
@@ -79,7 +78,7 @@ function table(headers: string[], rows: string[][]): string {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-type Admin = ReturnType<typeof createClient<typeof ApiKeysAdminService>>;
+type Admin = ApiKeysClients["admin"];
 
 async function allKeys(admin: Admin, policyId = ""): Promise<ApiKey[]> {
   const keys: ApiKey[] = [];
@@ -151,14 +150,8 @@ export async function runCli(
     return EXIT.usage;
   }
   const baseUrl = env.APIKEYS_URL || "http://localhost:5000";
-  const admin = createClient(
-    ApiKeysAdminService,
-    createConnectTransport({
-      baseUrl,
-      httpVersion: "1.1",
-      interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${token}`), next(req))],
-    }),
-  );
+  // The SDK's clients, as any other team gets them (deadline, retries of idempotent calls).
+  const { admin } = createApiKeysClients({ baseUrl, token, httpVersion: "1.1" });
   const arg = (n: number, what: string) => {
     const value = words[n];
     if (value === undefined) throw new UsageError(`${command} needs ${what}`);

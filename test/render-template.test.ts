@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { renderTemplate, TemplateError } from "../src/client/render-template.js";
+import { renderTemplate, TemplateError } from "@apikeys/client";
 
 describe("renderTemplate", () => {
   const env = { api_key: "s3cr3t", port: 8443, tls: true, "with-dash": "d" };

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { VerifyCode } from "../src/gen/apikeys/v1/api_keys_pb.js";
 import { ApiKeySchema } from "../src/gen/apikeys/v1/resources_pb.js";
-import { type TokenVerdict, VerificationCache } from "../src/client/verification-cache.js";
+import { type TokenVerdict, VerificationCache } from "@apikeys/client";
 
 function valid(keyId: string, policyId: string): TokenVerdict {
   const apiKey = create(ApiKeySchema, { id: keyId, name: keyId, policy: { id: policyId, name: policyId } });

@@ -3,7 +3,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createApiKeysClients, retryIdempotent } from "../src/client/index.js";
+import { createApiKeysClients, retryIdempotent } from "@apikeys/client";
 import { ApiKeysAdminService } from "../src/gen/apikeys/v1/admin_pb.js";
 import { ApiKeysService, VerifyCode } from "../src/gen/apikeys/v1/api_keys_pb.js";
 

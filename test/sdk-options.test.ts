@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { InventoryService } from "../examples/inventory/src/gen/inventory/v1/inventory_pb.js";
-import { AuthOptionsError, assertAuthOptions, missingPermissions } from "../src/client/index.js";
+import { AuthOptionsError, assertAuthOptions, missingPermissions } from "@apikeys/client";
 import { declaredPermissions, methodRequirement } from "../src/permissions/declarations.js";
 import { serviceWith } from "./helpers/descriptors.js";
 
@@ -86,5 +86,26 @@ describe("missingPermissions", () => {
     expect(missingPermissions(granted, ["svc:a", "svc:c"], [])).toEqual(["svc:c"]);
     expect(missingPermissions(granted, [], ["svc:c", "svc:b"])).toEqual([]);
     expect(missingPermissions(granted, ["svc:d"], ["svc:c", "svc:d"])).toEqual(["svc:d", "svc:c"]);
+  });
+});
+
+describe("plain declarations (services without a proto)", () => {
+  it("are checked like proto options and merge with them per namespace", () => {
+    const plain = { service: "inventory", permissions: [{ name: "reports.read", description: "Read reports." }] };
+    expect(declaredPermissions([InventoryService, plain]).get("inventory")?.map((p) => p.name)).toEqual([
+      "items.read",
+      "items.write",
+      "reports.read",
+    ]);
+    expect(() => assertAuthOptions([plain])).not.toThrow();
+    try {
+      assertAuthOptions([{ service: "Bad Name", permissions: [{ name: "Not Valid", description: "" }] }]);
+      expect.unreachable();
+    } catch (err) {
+      expect((err as AuthOptionsError).problems).toEqual([
+        'permission namespace "Bad Name" must match [a-z][a-z0-9_.-]*',
+        'permission "Bad Name:Not Valid" has an invalid name',
+      ]);
+    }
   });
 });

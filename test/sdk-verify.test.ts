@@ -20,7 +20,7 @@ import {
   type VerifiedKey,
   type VerifierEvent,
   verifiedKey,
-} from "../src/client/index.js";
+} from "@apikeys/client";
 import { readConfig } from "../src/config.js";
 import { InvalidationKind, VerifyCode } from "../src/gen/apikeys/v1/api_keys_pb.js";
 import { createLogger } from "../src/logger.js";

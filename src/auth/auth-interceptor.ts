@@ -1,32 +1,10 @@
-import type { Interceptor } from "@connectrpc/connect";
+import { MISSING_KEY, REFUSALS, lacksPermissions, tokenFromHeaders } from "@apikeys/client";
+import { ConnectError, type Interceptor } from "@connectrpc/connect";
 import { type Reason, apiError } from "../errors.js";
 import { VerifyCode } from "../gen/apikeys/v1/api_keys_pb.js";
 import { methodRequirement } from "../permissions/declarations.js";
 import type { Verifier } from "../verify/verifier.js";
 import { authenticatedKey, peerAddress } from "./auth-context.js";
-
-/** Reads the token from `Authorization: Bearer <token>` or `x-api-key: <token>`. */
-export function tokenFromHeaders(headers: Headers): string | undefined {
-  const authorization = headers.get("authorization");
-  if (authorization !== null) {
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
-    if (match === null) {
-      throw apiError("AUTHORIZATION_MALFORMED", "Authorization header must be 'Bearer <token>'");
-    }
-    return match[1];
-  }
-  const apiKey = headers.get("x-api-key");
-  return apiKey === null || apiKey.trim() === "" ? undefined : apiKey.trim();
-}
-
-/** Why a refused token was refused, as the caller is told (the SDK says the same). */
-export const REFUSALS: Partial<Record<VerifyCode, string>> = {
-  [VerifyCode.NOT_FOUND]: "invalid API key",
-  [VerifyCode.DISABLED]: "API key is disabled",
-  [VerifyCode.EXPIRED]: "API key has expired",
-  [VerifyCode.IP_NOT_ALLOWED]: "API key may not be used from this address",
-  [VerifyCode.RATE_LIMITED]: "API key is over its rate limit",
-};
 
 /** The ErrorInfo reason of each refusal. */
 const REFUSAL_REASONS: Partial<Record<VerifyCode, Reason>> = {
@@ -85,18 +63,18 @@ export function authInterceptor(verifier: Verifier): Interceptor {
       token = tokenFromHeaders(req.header);
     } catch (err) {
       verifier.failures.recordFailure(peer);
-      throw err;
+      throw apiError("AUTHORIZATION_MALFORMED", ConnectError.from(err).rawMessage);
     }
     if (token === undefined) {
       verifier.failures.recordFailure(peer);
-      throw apiError("API_KEY_MISSING", "missing API key: send 'Authorization: Bearer <token>' or 'x-api-key: <token>'");
+      throw apiError("API_KEY_MISSING", MISSING_KEY);
     }
     const verdict =
       requirement.kind === "permissions"
         ? await verifier.verify(token, requirement.allOf, requirement.anyOf, peer)
         : await verifier.verify(token, [], [], peer);
     if (verdict.code === VerifyCode.INSUFFICIENT_PERMISSIONS) {
-      throw apiError("PERMISSION_MISSING", `API key lacks permission${verdict.missing.length > 1 ? "s" : ""} ${verdict.missing.join(", ")}`, {
+      throw apiError("PERMISSION_MISSING", lacksPermissions(verdict.missing), {
         metadata: { permissions: verdict.missing.join(",") },
       });
     }

@@ -1,21 +1,8 @@
+import { splitPermission } from "@apikeys/client";
 import { invalidArgument } from "../errors.js";
 
-const PART = /^[a-z][a-z0-9_.-]*$/;
-const MAX_PART_LENGTH = 100;
-
-/** True when `part` is a valid service or permission short name. */
-export function isValidPart(part: string): boolean {
-  return part.length <= MAX_PART_LENGTH && PART.test(part);
-}
-
-/** Splits a canonical "service:name" permission, or returns undefined when malformed. */
-export function splitPermission(canonical: string): { service: string; name: string } | undefined {
-  const colon = canonical.indexOf(":");
-  if (colon < 0) return undefined;
-  const service = canonical.slice(0, colon);
-  const name = canonical.slice(colon + 1);
-  return isValidPart(service) && isValidPart(name) ? { service, name } : undefined;
-}
+// Permission names are validated the same way by the server and by @apikeys/client, which owns the rules.
+export { isValidPart, splitPermission } from "@apikeys/client";
 
 /**
  * Validates a list of canonical permission names for `field`, returning them

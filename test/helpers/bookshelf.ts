@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const BUF = fileURLToPath(new URL("../../node_modules/.bin/buf", import.meta.url));
 // The fixture is outside the buf workspace (never linted or generated), so it gets its own.
-const CONFIG = JSON.stringify({ version: "v2", modules: [{ path: "test/proto" }, { path: "third_party/proto" }] });
+const CONFIG = JSON.stringify({ version: "v2", modules: [{ path: "test/proto" }, { path: "proto" }, { path: "third_party/proto" }] });
 
 /** The transcoding fixture contract (test/proto), compiled by buf with source info. */
 export function loadBookshelf(): { Bookshelf: DescService; Nested: DescMessage } {

@@ -1,8 +1,7 @@
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
-import { ApiKeysAdminService } from "../../src/gen/apikeys/v1/admin_pb.js";
-import type { Consumer } from "../../src/gen/apikeys/v1/consumers_pb.js";
-import type { ApiKey } from "../../src/gen/apikeys/v1/resources_pb.js";
+// The SDK's browser-safe entry: the generated services alone, without Node APIs.
+import { type ApiKey, ApiKeysAdminService, type Consumer } from "@apikeys/client/services";
 
 // Session storage: gone when the tab closes, never sent anywhere but the Authorization header.
 const TOKEN_KEY = "apikeys.adminToken";

@@ -1,5 +1,5 @@
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { verifiedKey } from "apikeys/client";
+import { verifiedKey } from "@apikeys/client";
 import { InventoryService, type Item } from "./gen/inventory/v1/inventory_pb.js";
 
 /** The RPCs; access is already checked by the apikeys interceptor when they run. */

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import http from "node:http";
-import { apiKeyAuth, clientAddressContext, createApiKeysClients, registerPermissions } from "apikeys/client";
+import { apiKeyAuth, clientAddressContext, createApiKeysClients, registerPermissions } from "@apikeys/client";
 import { InventoryService, ItemSchema, type Item } from "./gen/inventory/v1/inventory_pb.js";
 import { inventoryService } from "./inventory-service.js";
 

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file apikeys/v1/consumers.proto.
  */
 export const file_apikeys_v1_consumers: GenFile = /*@__PURE__*/
-  fileDesc("ChphcGlrZXlzL3YxL2NvbnN1bWVycy5wcm90bxIKYXBpa2V5cy52MSKgAQoIQ29uc3VtZXISCgoCaWQYASABKAkSEAoIdXNlcm5hbWUYAiABKAkSMgoQZ3JhbnRlZF9wb2xpY2llcxgDIAMoCzIYLmFwaWtleXMudjEuQXBpS2V5UG9saWN5Ei4KCmNyZWF0ZWRfb24YBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNyZWF0ZWRfYnkYBSABKAliBnByb3RvMw", [file_apikeys_v1_resources, file_google_protobuf_timestamp]);
+  fileDesc("ChphcGlrZXlzL3YxL2NvbnN1bWVycy5wcm90bxIKYXBpa2V5cy52MSKgAQoIQ29uc3VtZXISCgoCaWQYASABKAkSEAoIdXNlcm5hbWUYAiABKAkSMgoQZ3JhbnRlZF9wb2xpY2llcxgDIAMoCzIYLmFwaWtleXMudjEuQXBpS2V5UG9saWN5Ei4KCmNyZWF0ZWRfb24YBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNyZWF0ZWRfYnkYBSABKAlCVgoNaW8uYXBpa2V5cy52MVABWjZnaXRodWIuY29tL2FwaWtleXMvYXBpa2V5cy9nZW4vZ28vYXBpa2V5cy92MTthcGlrZXlzdjGqAgpBcGlrZXlzLlYxYgZwcm90bzM", [file_apikeys_v1_resources, file_google_protobuf_timestamp]);
 
 /**
  * Who holds keys: a team, partner or service. Its keys may only use the

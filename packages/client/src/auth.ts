@@ -1,9 +1,10 @@
 import type { IncomingMessage } from "node:http";
 import type { Http2ServerRequest } from "node:http2";
-import { Code, ConnectError, type ContextValues, type Interceptor, createContextKey, createContextValues } from "@connectrpc/connect";
-import { REFUSALS, tokenFromHeaders } from "../auth/auth-interceptor.js";
-import { methodRequirement } from "../permissions/declarations.js";
-import { KeyVerifier, type KeyVerifierOptions, missingPermissions } from "./key-verifier.js";
+import { type ContextValues, type Interceptor, createContextKey, createContextValues } from "@connectrpc/connect";
+import { authorize, plainAddress } from "./authorize.js";
+import { tokenFromHeaders } from "./credentials.js";
+import { KeyVerifier, type KeyVerifierOptions } from "./key-verifier.js";
+import { methodRequirement } from "./requirements.js";
 import type { VerifiedKey } from "./verification-cache.js";
 
 /** The key that authenticated the current call; undefined for public methods. */
@@ -21,9 +22,7 @@ export const clientAddress = createContextKey<string | undefined>(undefined, {
  * `connectNodeAdapter({ contextValues: clientAddressContext })`.
  */
 export function clientAddressContext(req: IncomingMessage | Http2ServerRequest): ContextValues {
-  const address = req.socket.remoteAddress;
-  // Dual-stack sockets report IPv4 callers as IPv4-mapped IPv6.
-  return createContextValues().set(clientAddress, address?.startsWith("::ffff:") ? address.slice(7) : address);
+  return createContextValues().set(clientAddress, plainAddress(req.socket.remoteAddress));
 }
 
 export interface ApiKeyAuthOptions extends Omit<KeyVerifierOptions, "client"> {
@@ -56,23 +55,8 @@ export function apiKeyAuth(options: ApiKeyAuthOptions): ApiKeyAuth {
   const interceptor: Interceptor = (next) => async (req) => {
     const requirement = methodRequirement(req.method);
     if (requirement.kind === "public") return next(req);
-    if (requirement.kind === "undeclared") {
-      // Fail closed: a method nobody classified is callable by nobody.
-      throw new ConnectError(`${req.method.name} has no access rule`, Code.PermissionDenied);
-    }
-    const token = tokenFromHeaders(req.header);
-    if (token === undefined) {
-      throw new ConnectError("missing API key: send 'Authorization: Bearer <token>' or 'x-api-key: <token>'", Code.Unauthenticated);
-    }
-    const verdict = await keys.verify(token, req.contextValues.get(clientAddress));
-    if (!verdict.valid) throw new ConnectError(REFUSALS[verdict.code] ?? "invalid API key", Code.Unauthenticated);
-    if (requirement.kind === "permissions") {
-      const missing = missingPermissions(verdict.permissionSet, requirement.allOf, requirement.anyOf);
-      if (missing.length > 0) {
-        throw new ConnectError(`API key lacks permission${missing.length > 1 ? "s" : ""} ${missing.join(", ")}`, Code.PermissionDenied);
-      }
-    }
-    req.contextValues.set(verifiedKey, verdict.key);
+    const key = await authorize(keys, requirement, () => tokenFromHeaders(req.header), req.contextValues.get(clientAddress), req.method.name);
+    req.contextValues.set(verifiedKey, key);
     return next(req);
   };
   return Object.assign(interceptor, {

@@ -1,6 +1,6 @@
 import type { JsonObject } from "@bufbuild/protobuf";
-import type { VerifyCode } from "../gen/apikeys/v1/api_keys_pb.js";
-import type { ApiKey } from "../gen/apikeys/v1/resources_pb.js";
+import type { VerifyCode } from "./gen/apikeys/v1/api_keys_pb.js";
+import type { ApiKey } from "./gen/apikeys/v1/resources_pb.js";
 
 /** The key behind a verified token, as handlers see it. */
 export interface VerifiedKey {
@@ -18,7 +18,7 @@ export interface VerifiedKey {
 /** What the SDK knows about a token: valid (with its key) or refused (with why). */
 export type TokenVerdict =
   | { valid: true; key: VerifiedKey; permissionSet: ReadonlySet<string> }
-  | { valid: false; code: VerifyCode; keyId?: string; policyId?: string };
+  | { valid: false; code: VerifyCode; keyId?: string | undefined; policyId?: string | undefined };
 
 interface Entry {
   verdict: TokenVerdict;

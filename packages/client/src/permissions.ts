@@ -1,8 +1,8 @@
 import type { DescService } from "@bufbuild/protobuf";
 import type { Client } from "@connectrpc/connect";
-import type { ApiKeysService } from "../gen/apikeys/v1/api_keys_pb.js";
-import type { Permission } from "../gen/apikeys/v1/resources_pb.js";
-import { checkAuthOptions, declaredPermissions } from "../permissions/declarations.js";
+import type { ApiKeysService } from "./gen/apikeys/v1/api_keys_pb.js";
+import type { Permission } from "./gen/apikeys/v1/resources_pb.js";
+import { type PermissionDeclarations, checkAuthOptions, declaredPermissions } from "./requirements.js";
 
 /** A service's auth options are inconsistent; the message names every problem. */
 export class AuthOptionsError extends Error {
@@ -14,30 +14,31 @@ export class AuthOptionsError extends Error {
 
 export interface CheckOptions {
   /** Accept methods with no `(apikeys.v1.auth)` option; the interceptor still refuses every call to them. */
-  allowUndeclaredMethods?: boolean;
+  allowUndeclaredMethods?: boolean | undefined;
 }
 
 /**
- * Fails fast when a method requires a permission its services never declare,
- * a declaration is malformed, or (unless allowed) a method has no auth option.
+ * Fails fast when a method requires a permission nothing listed declares, a
+ * declaration is malformed, or (unless allowed) a method has no auth option.
  */
-export function assertAuthOptions(services: readonly DescService[], options: CheckOptions = {}): void {
-  const problems = checkAuthOptions(services, options);
+export function assertAuthOptions(sources: ReadonlyArray<DescService | PermissionDeclarations>, options: CheckOptions = {}): void {
+  const problems = checkAuthOptions(sources, options);
   if (problems.length > 0) throw new AuthOptionsError(problems);
 }
 
 /**
- * Checks the services' options, then declares their permissions to apikeys
+ * Checks the declarations (service descriptors with `(apikeys.v1.permissions)` options,
+ * or plain `{ service, permissions }`), then declares the permissions to apikeys
  * (idempotent: run it at every start). Returns the permissions now registered.
  */
 export async function registerPermissions(
-  services: readonly DescService[],
+  sources: ReadonlyArray<DescService | PermissionDeclarations>,
   client: Client<typeof ApiKeysService>,
   options: CheckOptions = {},
 ): Promise<Permission[]> {
-  assertAuthOptions(services, options);
+  assertAuthOptions(sources, options);
   const registered: Permission[] = [];
-  for (const [service, permissions] of declaredPermissions(services)) {
+  for (const [service, permissions] of declaredPermissions(sources)) {
     const response = await client.registerPermissions({ service, permissions });
     registered.push(...response.permissions);
   }

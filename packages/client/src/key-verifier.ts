@@ -1,8 +1,8 @@
 import { hash as oneShotHash } from "node:crypto";
 import { durationMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
-import { type ApiKeysService, VerifyCode, type VerifyTokenResponse } from "../gen/apikeys/v1/api_keys_pb.js";
-import { parseToken } from "../tokens/token.js";
+import { type ApiKeysService, VerifyCode, type VerifyTokenResponse } from "./gen/apikeys/v1/api_keys_pb.js";
+import { parseToken } from "./token-format.js";
 import { InvalidationWatcher, type WatchOptions } from "./invalidation-watcher.js";
 import { type TokenVerdict, VerificationCache } from "./verification-cache.js";
 

@@ -1,6 +1,6 @@
 import { durationMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
-import { type ApiKeysService, InvalidationKind } from "../gen/apikeys/v1/api_keys_pb.js";
+import { type ApiKeysService, InvalidationKind } from "./gen/apikeys/v1/api_keys_pb.js";
 import { delay } from "./clients.js";
 
 /** What the watcher tells its owner. */

@@ -1,8 +1,8 @@
 import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client, type Interceptor, type Transport, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { ApiKeysAdminService } from "../gen/apikeys/v1/admin_pb.js";
-import { ApiKeysService } from "../gen/apikeys/v1/api_keys_pb.js";
+import { ApiKeysAdminService } from "./gen/apikeys/v1/admin_pb.js";
+import { ApiKeysService } from "./gen/apikeys/v1/api_keys_pb.js";
 
 /** How to reach the apikeys service. */
 export interface ClientOptions {
