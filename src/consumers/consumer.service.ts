@@ -1,7 +1,17 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { Kysely, Transaction } from "kysely";
+import { type Kysely, type RawBuilder, type SqlBool, type Transaction, sql } from "kysely";
+import {
+  type FilterTerm,
+  type SortColumn,
+  containsPattern,
+  decodePageToken,
+  encodePageToken,
+  parseFilter,
+  parseOrderBy,
+  queryDigest,
+} from "../listing/list-query.js";
 import type { Database } from "../db/schema.js";
 import { invalidArgument, isUuid, notFound, requireUuid, withConnectErrors } from "../errors.js";
 import { type Consumer, ConsumerSchema } from "../gen/apikeys/v1/consumers_pb.js";
@@ -111,27 +121,45 @@ export function getConsumer(db: Kysely<Database>, rawRef: string): Promise<{ con
   });
 }
 
-/** Lists consumers by username, paged. */
+const CONSUMER_ORDERS = {
+  username: { expr: sql`c.username`, kind: "text", nullable: false },
+  created_on: { expr: sql`c.created_on`, kind: "time", nullable: false },
+} satisfies Record<string, SortColumn>;
+
+function consumerCondition(term: FilterTerm): RawBuilder<SqlBool> {
+  if (term.field === "policy") {
+    const policy = isUuid(term.value)
+      ? sql<SqlBool>`cp.policy_id = ${term.value.toLowerCase()}`
+      : sql<SqlBool>`cp.policy_id = (select id from policies where name = ${term.value})`;
+    return sql<SqlBool>`exists (select 1 from consumer_policies cp where cp.consumer_id = c.id and ${policy})`;
+  }
+  return sql<SqlBool>`c.username ilike ${containsPattern(term.value)}`;
+}
+
+/** Lists consumers, paged, filtered and ordered (see AdminGetConsumersRequest). */
 export function listConsumers(
   db: Kysely<Database>,
-  req: { pageSize: number; pageToken: string },
-): Promise<{ consumers: Consumer[]; nextPageToken: string }> {
+  req: { pageSize: number; pageToken: string; filter?: string; orderBy?: string },
+): Promise<{ consumers: Consumer[]; nextPageToken: string; totalSize: number }> {
   if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) {
     throw invalidArgument(`page_size must be between 0 and ${MAX_PAGE_SIZE}`);
   }
   const limit = req.pageSize || DEFAULT_PAGE_SIZE;
-  let afterUsername: string | undefined;
-  if (req.pageToken !== "") {
-    afterUsername = Buffer.from(req.pageToken, "base64url").toString("utf8");
-    if (afterUsername === "" || /\s/.test(afterUsername)) throw invalidArgument("page_token is not one this service issued");
-  }
+  const conditions = parseFilter(req.filter ?? "", ["username", "policy"]).map(consumerCondition);
+  const ordering = parseOrderBy(req.orderBy ?? "", CONSUMER_ORDERS, "username");
+  const digest = queryDigest(["consumers", req.filter ?? "", ordering.name, ordering.descending]);
+  const after = req.pageToken === "" ? undefined : decodePageToken(req.pageToken, digest, ordering.column, isUuid);
   return withConnectErrors(async () => {
-    const rows = await repo.listConsumers(db, { limit: limit + 1, afterUsername });
-    const page = rows.slice(0, limit);
+    const { consumers, totalSize } = await repo.listConsumerPage(db, { limit: limit + 1, conditions, ordering, after });
+    const page = consumers.slice(0, limit);
     const last = page[page.length - 1];
     return {
-      consumers: await toConsumerMessages(db, page),
-      nextPageToken: rows.length > limit && last ? Buffer.from(last.username).toString("base64url") : "",
+      consumers: await toConsumerMessages(
+        db,
+        page.map(({ consumer }) => consumer),
+      ),
+      nextPageToken: consumers.length > limit && last ? encodePageToken(digest, last.cursor) : "",
+      totalSize,
     };
   });
 }

@@ -1,9 +1,19 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { Kysely, Transaction } from "kysely";
+import { type Kysely, type RawBuilder, type SqlBool, type Transaction, sql } from "kysely";
+import {
+  type FilterTerm,
+  type SortColumn,
+  containsPattern,
+  decodePageToken,
+  encodePageToken,
+  parseFilter,
+  parseOrderBy,
+  queryDigest,
+} from "../listing/list-query.js";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Database } from "../db/schema.js";
-import { invalidArgument, notFound, requireName, requireUuid, withConnectErrors } from "../errors.js";
+import { invalidArgument, isUuid, notFound, requireName, requireUuid, withConnectErrors } from "../errors.js";
 import type {
   AdminCreateApiKeyPolicyRequest,
   AdminUpdateApiKeyPolicyRequest,
@@ -68,8 +78,48 @@ async function requireDeclared(db: Kysely<Database>, field: string, names: reado
   return permissions;
 }
 
-export function listPolicies(db: Kysely<Database>): Promise<ApiKeyPolicy[]> {
-  return withConnectErrors(async () => (await repo.listPolicies(db)).map(toPolicyMessage));
+const MAX_PAGE_SIZE = 1000;
+
+const POLICY_ORDERS = {
+  name: { expr: sql`p.name`, kind: "text", nullable: false },
+  created_on: { expr: sql`p.created_on`, kind: "time", nullable: false },
+} satisfies Record<string, SortColumn>;
+
+function policyCondition(term: FilterTerm): RawBuilder<SqlBool> {
+  if (term.field === "permission") {
+    return sql<SqlBool>`exists (select 1 from policy_permissions pp where pp.policy_id = p.id and pp.permission = ${term.value})`;
+  }
+  return sql<SqlBool>`p.name ilike ${containsPattern(term.value)}`;
+}
+
+/** Lists policies (see AdminGetApiKeyPoliciesRequest): every one unless page_size is set. */
+export function listPolicies(
+  db: Kysely<Database>,
+  req: { pageSize: number; pageToken: string; filter: string; orderBy: string },
+): Promise<{ policies: ApiKeyPolicy[]; nextPageToken: string; totalSize: number }> {
+  if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) {
+    throw invalidArgument(`page_size must be between 0 and ${MAX_PAGE_SIZE}`);
+  }
+  const conditions = parseFilter(req.filter, ["name", "permission"]).map(policyCondition);
+  const ordering = parseOrderBy(req.orderBy, POLICY_ORDERS, "name");
+  const digest = queryDigest(["policies", req.filter, ordering.name, ordering.descending]);
+  const after = req.pageToken === "" ? undefined : decodePageToken(req.pageToken, digest, ordering.column, isUuid);
+  const limit = req.pageSize === 0 ? undefined : req.pageSize;
+  return withConnectErrors(async () => {
+    const { policies, totalSize } = await repo.listPolicyPage(db, {
+      limit: limit === undefined ? undefined : limit + 1,
+      conditions,
+      ordering,
+      after,
+    });
+    const page = limit === undefined ? policies : policies.slice(0, limit);
+    const last = page[page.length - 1];
+    return {
+      policies: page.map(({ policy }) => toPolicyMessage(policy)),
+      nextPageToken: limit !== undefined && policies.length > limit && last ? encodePageToken(digest, last.cursor) : "",
+      totalSize,
+    };
+  });
 }
 
 /** Creates a policy from declared permissions. */

@@ -43,13 +43,18 @@ export function adminService(ctx: AppContext): ServiceImpl<typeof ApiKeysAdminSe
       ctx.verifier.invalidate({ kind: "key", id: rotated.apiKey.id });
       return rotated;
     },
+    async adminRevokePreviousToken(req, call) {
+      const apiKey = await keys.revokePreviousToken(ctx.db, req.id, auditHook(call.values));
+      ctx.verifier.invalidate({ kind: "key", id: apiKey.id });
+      return { apiKey };
+    },
     async adminDeleteApiKey(req, call) {
       const apiKeyDeleted = await keys.deleteKey(ctx.db, req.id, auditHook(call.values));
       ctx.verifier.invalidate({ kind: "key", id: apiKeyDeleted.id });
       return { apiKeyDeleted };
     },
-    async adminGetApiKeyPolicies() {
-      return { policies: await policies.listPolicies(ctx.db) };
+    async adminGetApiKeyPolicies(req) {
+      return policies.listPolicies(ctx.db, req);
     },
     async adminCreateApiKeyPolicy(req, call) {
       const actor = call.values.get(authenticatedKey)?.id ?? null;
