@@ -1,5 +1,7 @@
 import { createHash } from "node:crypto";
-import { readFile, stat } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
+import { promisify } from "node:util";
+import { brotliCompress, constants as zlibConstants, gzip } from "node:zlib";
 import { extname, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { HttpHandler } from "../server.js";
@@ -37,6 +39,48 @@ interface StaticFile {
   body: Buffer;
   etag: string;
   contentType: string;
+  /** The body compressed once, when it is text worth compressing and compression gains. */
+  br?: Buffer;
+  gzip?: Buffer;
+}
+
+const brotli = promisify(brotliCompress);
+const gzipAsync = promisify(gzip);
+// Below this, compression saves less than the headers it adds.
+const MIN_COMPRESSIBLE = 1024;
+
+function compressible(contentType: string): boolean {
+  return /^(text\/|application\/json|image\/svg\+xml)/.test(contentType);
+}
+
+/** Brotli and gzip at their strongest: done once per file version, so the cost is paid once. */
+async function compressed(body: Buffer, contentType: string): Promise<Pick<StaticFile, "br" | "gzip">> {
+  if (body.length < MIN_COMPRESSIBLE || !compressible(contentType)) return {};
+  const [br, gz] = await Promise.all([
+    brotli(body, {
+      params: {
+        [zlibConstants.BROTLI_PARAM_QUALITY]: zlibConstants.BROTLI_MAX_QUALITY,
+        [zlibConstants.BROTLI_PARAM_SIZE_HINT]: body.length,
+      },
+    }),
+    gzipAsync(body, { level: 9 }),
+  ]);
+  return { ...(br.length < body.length && { br }), ...(gz.length < body.length && { gzip: gz }) };
+}
+
+/** The encoding to answer with: the smallest the client accepts (q=0 refuses one). */
+function chooseEncoding(acceptEncoding: string | undefined, file: StaticFile): "br" | "gzip" | undefined {
+  if (acceptEncoding === undefined) return undefined;
+  const accepted = new Set<string>();
+  for (const part of acceptEncoding.toLowerCase().split(",")) {
+    const [name = "", ...params] = part.trim().split(";");
+    const q = params.map((p) => p.trim()).find((p) => p.startsWith("q="));
+    if (q !== undefined && Number(q.slice(2)) === 0) continue;
+    accepted.add(name.trim());
+  }
+  if (file.br !== undefined && accepted.has("br")) return "br";
+  if (file.gzip !== undefined && (accepted.has("gzip") || accepted.has("*"))) return "gzip";
+  return undefined;
 }
 
 type Request = Parameters<HttpHandler>[0];
@@ -49,40 +93,58 @@ type Response = Parameters<HttpHandler>[1];
  */
 export function dashboardHandler(dir: string = DASHBOARD_DIR): HttpHandler {
   const root = resolve(dir);
-  const cache = new Map<string, { mtimeMs: number; file: StaticFile }>();
+  // Promises, so concurrent first requests for a file read and compress it once.
+  const cache = new Map<string, { mtimeMs: number; file: Promise<StaticFile> }>();
+
+  async function readStatic(path: string): Promise<StaticFile> {
+    const body = await readFile(path);
+    const contentType = CONTENT_TYPES[extname(path)] ?? "application/octet-stream";
+    return {
+      body,
+      etag: `"${createHash("sha256").update(body).digest("base64url").slice(0, 27)}"`,
+      contentType,
+      ...(await compressed(body, contentType)),
+    };
+  }
 
   async function load(path: string): Promise<StaticFile | undefined> {
     const info = await stat(path).catch(() => undefined);
     if (!info?.isFile()) return undefined;
     const hit = cache.get(path);
     if (hit && hit.mtimeMs === info.mtimeMs) return hit.file;
-    const body = await readFile(path);
-    const file = {
-      body,
-      etag: `"${createHash("sha256").update(body).digest("base64url").slice(0, 27)}"`,
-      contentType: CONTENT_TYPES[extname(path)] ?? "application/octet-stream",
-    };
+    const file = readStatic(path);
     cache.set(path, { mtimeMs: info.mtimeMs, file });
+    file.catch(() => cache.delete(path));
     return file;
   }
 
   function send(req: Request, res: Response, file: StaticFile, cacheControl: string): void {
+    const encoding = chooseEncoding(req.headers["accept-encoding"], file);
+    const body = encoding === undefined ? file.body : file[encoding]!;
     const headers: Record<string, string> = {
       "content-type": file.contentType,
       "cache-control": cacheControl,
-      etag: file.etag,
+      // One ETag per representation, so a cache never serves one encoding for another.
+      etag: encoding === undefined ? file.etag : `${file.etag.slice(0, -1)}-${encoding}"`,
       "x-content-type-options": "nosniff",
+      ...((file.br !== undefined || file.gzip !== undefined) && { vary: "accept-encoding" }),
+      ...(encoding !== undefined && { "content-encoding": encoding }),
       ...(file.contentType.startsWith("text/html") && HTML_HEADERS),
     };
-    if (req.headers["if-none-match"] === file.etag) {
+    if (req.headers["if-none-match"] === headers.etag) {
       res.writeHead(304, headers);
       res.end();
       return;
     }
-    res.writeHead(200, { ...headers, "content-length": String(file.body.length) });
+    res.writeHead(200, { ...headers, "content-length": String(body.length) });
     if (req.method === "HEAD") res.end();
-    else res.end(file.body);
+    else res.end(body);
   }
+
+  // Compress the page and its assets at startup, so the first visitor waits for none of it.
+  void readdir(resolve(root, "assets"))
+    .then((names) => Promise.all([resolve(root, "index.html"), ...names.map((n) => resolve(root, "assets", n))].map(load)))
+    .catch(() => undefined);
 
   return async (req, res) => {
     if (req.method !== "GET" && req.method !== "HEAD") return false;
