@@ -157,6 +157,8 @@ describe.each(PROTOCOLS)("policy and consumer listing over %s", (protocol) => {
     const all = await admin().adminGetApiKeyPolicies({});
     expect(all.policies.map((p) => p.name)).toEqual(["apikeys-admin", "shop-reader", "shop-writer"]);
     expect(all.totalSize).toBe(3);
+    const adminPolicy = all.policies.find((p) => p.name === "apikeys-admin")!.id;
+    expect([all.apiKeyCounts[adminPolicy], all.apiKeyCounts[writerPolicy]]).toEqual([1, 1]);
     expect(all.nextPageToken).toBe("");
     const granting = await admin().adminGetApiKeyPolicies({ filter: "permission:shop:write" });
     expect(granting.policies.map((p) => p.name)).toEqual(["shop-writer"]);
@@ -176,6 +178,7 @@ describe.each(PROTOCOLS)("policy and consumer listing over %s", (protocol) => {
     const byPolicy = await admin().adminGetConsumers({ filter: "policy:shop-writer" });
     expect(byPolicy.consumers.map((c) => c.username)).toEqual(["team-alpha"]);
     expect(byPolicy.totalSize).toBe(1);
+    expect(Object.values(byPolicy.apiKeyCounts)).toEqual([1]);
     const newest = await admin().adminGetConsumers({ orderBy: "created_on desc", pageSize: 1 });
     expect(newest.consumers[0]!.username).toMatch(/^beta-/);
     const next = await admin().adminGetConsumers({ orderBy: "created_on desc", pageSize: 1, pageToken: newest.nextPageToken });

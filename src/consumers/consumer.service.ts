@@ -17,7 +17,7 @@ import { invalidArgument, isUuid, notFound, requireUuid, withConnectErrors } fro
 import { type Consumer, ConsumerSchema } from "../gen/apikeys/v1/consumers_pb.js";
 import type { ApiKey } from "../gen/apikeys/v1/resources_pb.js";
 import { notifyInvalidation } from "../invalidation/invalidation.js";
-import { deleteKeysOfConsumer, listKeyRecords } from "../keys/key.repository.js";
+import { countKeysBy, deleteKeysOfConsumer, listKeyRecords } from "../keys/key.repository.js";
 import { toApiKeyMessage } from "../keys/key.service.js";
 import { findPolicy, lockPolicy } from "../policies/policy.repository.js";
 import { toPolicyMessage } from "../policies/policy.service.js";
@@ -140,7 +140,7 @@ function consumerCondition(term: FilterTerm): RawBuilder<SqlBool> {
 export function listConsumers(
   db: Kysely<Database>,
   req: { pageSize: number; pageToken: string; filter?: string; orderBy?: string },
-): Promise<{ consumers: Consumer[]; nextPageToken: string; totalSize: number }> {
+): Promise<{ consumers: Consumer[]; nextPageToken: string; totalSize: number; apiKeyCounts: Record<string, number> }> {
   if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) {
     throw invalidArgument(`page_size must be between 0 and ${MAX_PAGE_SIZE}`);
   }
@@ -160,6 +160,11 @@ export function listConsumers(
       ),
       nextPageToken: consumers.length > limit && last ? encodePageToken(digest, last.cursor) : "",
       totalSize,
+      apiKeyCounts: await countKeysBy(
+        db,
+        "consumer_id",
+        page.map(({ consumer }) => consumer.id),
+      ),
     };
   });
 }

@@ -192,6 +192,18 @@ export async function listKeyPage(
   };
 }
 
+/** How many keys each of these policies or consumers has, by id (absent ids have none). */
+export async function countKeysBy(db: Db, column: "policy_id" | "consumer_id", ids: readonly string[]): Promise<Record<string, number>> {
+  if (ids.length === 0) return {};
+  const rows = await db
+    .selectFrom("api_keys")
+    .select([`${column} as id`, sql<string>`count(*)::text`.as("count")])
+    .where(column, "in", [...ids])
+    .groupBy(column)
+    .execute();
+  return Object.fromEntries(ids.map((id) => [id, Number(rows.find((r) => r.id === id)?.count ?? 0)]));
+}
+
 /** Locks the key a token identifies (current, or previous within its grace) and returns its id. */
 export async function lockKeyByTokenHash(tx: Transaction<Database>, hash: Uint8Array): Promise<string | undefined> {
   const row = await tx

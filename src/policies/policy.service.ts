@@ -22,7 +22,7 @@ import { type ApiKeyPolicy, ApiKeyPolicySchema } from "../gen/apikeys/v1/resourc
 import { notifyInvalidation } from "../invalidation/invalidation.js";
 import { requirePermissionNames } from "../permissions/permission-name.js";
 import { findUnknownPermissions } from "../permissions/permission.repository.js";
-import { deleteKeysOfPolicy } from "../keys/key.repository.js";
+import { countKeysBy, deleteKeysOfPolicy } from "../keys/key.repository.js";
 import { resolveUpdateMask } from "../update-mask.js";
 import * as repo from "./policy.repository.js";
 
@@ -96,7 +96,7 @@ function policyCondition(term: FilterTerm): RawBuilder<SqlBool> {
 export function listPolicies(
   db: Kysely<Database>,
   req: { pageSize: number; pageToken: string; filter: string; orderBy: string },
-): Promise<{ policies: ApiKeyPolicy[]; nextPageToken: string; totalSize: number }> {
+): Promise<{ policies: ApiKeyPolicy[]; nextPageToken: string; totalSize: number; apiKeyCounts: Record<string, number> }> {
   if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) {
     throw invalidArgument(`page_size must be between 0 and ${MAX_PAGE_SIZE}`);
   }
@@ -118,6 +118,11 @@ export function listPolicies(
       policies: page.map(({ policy }) => toPolicyMessage(policy)),
       nextPageToken: limit !== undefined && policies.length > limit && last ? encodePageToken(digest, last.cursor) : "",
       totalSize,
+      apiKeyCounts: await countKeysBy(
+        db,
+        "policy_id",
+        page.map(({ policy }) => policy.id),
+      ),
     };
   });
 }
