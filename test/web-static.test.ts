@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { brotliDecompressSync, gunzipSync } from "node:zlib";
+import { brotliCompressSync, brotliDecompressSync, gunzipSync, gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { HttpHandler } from "../src/server.js";
 import { dashboardHandler } from "../src/web/static.js";
@@ -68,6 +68,9 @@ describe("dashboard static files", () => {
     await writeFile(join(dir, "assets", "index-abc123.js"), "console.log(1)");
     await writeFile(join(dir, "assets", "index-abc123.css"), "body{}");
     await writeFile(join(dir, "assets", "bundle-def456.js"), BUNDLE);
+    // The copies scripts/compress-web.mjs writes at build time.
+    await writeFile(join(dir, "assets", "bundle-def456.js.br"), brotliCompressSync(BUNDLE));
+    await writeFile(join(dir, "assets", "bundle-def456.js.gz"), gzipSync(BUNDLE));
     // A file beside the served directory that traversal must never reach.
     await writeFile(join(base, "secret.txt"), "top secret");
     ({ port, close } = await serve(dashboardHandler(dir)));
@@ -122,7 +125,7 @@ describe("dashboard static files", () => {
     expect(head.body).toBe("");
   });
 
-  it("serves text precompressed: brotli when accepted, else gzip, else identity; one ETag per encoding", async () => {
+  it("serves the build's precompressed copies: brotli when accepted, else gzip, else identity; one ETag per encoding", async () => {
     const path = "/assets/bundle-def456.js";
     const br = await requestRaw(port, path, { headers: { "accept-encoding": "gzip, deflate, br" } });
     expect(br.headers["content-encoding"]).toBe("br");
@@ -147,7 +150,7 @@ describe("dashboard static files", () => {
     expect(revalidated.status).toBe(304);
     expect((await request(port, path, { headers: { "if-none-match": br.headers.etag! } })).status).toBe(200);
 
-    // Too small to gain: sent as is.
+    // Without copies (too small to gain, or built without them): sent as is.
     const small = await request(port, "/assets/index-abc123.js", { headers: { "accept-encoding": "br, gzip" } });
     expect(small.headers["content-encoding"]).toBeUndefined();
     expect(small.headers.vary).toBeUndefined();

@@ -217,9 +217,13 @@ function keyCondition(term: FilterTerm): RawBuilder<SqlBool> {
     case "start":
       return sql<SqlBool>`k.start ilike ${pattern}`;
     case "policy":
-      return isUuid(term.value) ? sql<SqlBool>`k.policy_id = ${term.value.toLowerCase()}` : sql<SqlBool>`p.name = ${term.value}`;
+      return isUuid(term.value)
+        ? sql<SqlBool>`k.policy_id = ${term.value.toLowerCase()}`
+        : sql<SqlBool>`k.policy_id = (select id from policies where name = ${term.value})`;
     case "consumer":
-      return isUuid(term.value) ? sql<SqlBool>`k.consumer_id = ${term.value.toLowerCase()}` : sql<SqlBool>`c.username = ${term.value}`;
+      return isUuid(term.value)
+        ? sql<SqlBool>`k.consumer_id = ${term.value.toLowerCase()}`
+        : sql<SqlBool>`k.consumer_id = (select id from consumers where username = ${term.value})`;
     default: {
       const status = STATUS_CONDITIONS[term.value.toLowerCase().replace(/-/g, "_")];
       if (status === undefined) {

@@ -1,7 +1,5 @@
 import { createHash } from "node:crypto";
-import { readdir, readFile, stat } from "node:fs/promises";
-import { promisify } from "node:util";
-import { brotliCompress, constants as zlibConstants, gzip } from "node:zlib";
+import { readFile, stat } from "node:fs/promises";
 import { extname, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { HttpHandler } from "../server.js";
@@ -39,33 +37,16 @@ interface StaticFile {
   body: Buffer;
   etag: string;
   contentType: string;
-  /** The body compressed once, when it is text worth compressing and compression gains. */
+  /** The build's Brotli and gzip copies of the body, when it made them. */
   br?: Buffer;
   gzip?: Buffer;
 }
 
-const brotli = promisify(brotliCompress);
-const gzipAsync = promisify(gzip);
-// Below this, compression saves less than the headers it adds.
-const MIN_COMPRESSIBLE = 1024;
-
-function compressible(contentType: string): boolean {
-  return /^(text\/|application\/json|image\/svg\+xml)/.test(contentType);
-}
-
-/** Brotli and gzip at their strongest: done once per file version, so the cost is paid once. */
-async function compressed(body: Buffer, contentType: string): Promise<Pick<StaticFile, "br" | "gzip">> {
-  if (body.length < MIN_COMPRESSIBLE || !compressible(contentType)) return {};
-  const [br, gz] = await Promise.all([
-    brotli(body, {
-      params: {
-        [zlibConstants.BROTLI_PARAM_QUALITY]: zlibConstants.BROTLI_MAX_QUALITY,
-        [zlibConstants.BROTLI_PARAM_SIZE_HINT]: body.length,
-      },
-    }),
-    gzipAsync(body, { level: 9 }),
-  ]);
-  return { ...(br.length < body.length && { br }), ...(gz.length < body.length && { gzip: gz }) };
+/** A precompressed copy written beside `path` by the build (scripts/compress-web.mjs), unless older than it. */
+async function sibling(path: string, suffix: ".br" | ".gz", mtimeMs: number): Promise<Buffer | undefined> {
+  const info = await stat(path + suffix).catch(() => undefined);
+  if (!info?.isFile() || info.mtimeMs < mtimeMs) return undefined;
+  return readFile(path + suffix);
 }
 
 /** The encoding to answer with: the smallest the client accepts (q=0 refuses one). */
@@ -96,14 +77,14 @@ export function dashboardHandler(dir: string = DASHBOARD_DIR): HttpHandler {
   // Promises, so concurrent first requests for a file read and compress it once.
   const cache = new Map<string, { mtimeMs: number; file: Promise<StaticFile> }>();
 
-  async function readStatic(path: string): Promise<StaticFile> {
-    const body = await readFile(path);
-    const contentType = CONTENT_TYPES[extname(path)] ?? "application/octet-stream";
+  async function readStatic(path: string, mtimeMs: number): Promise<StaticFile> {
+    const [body, br, gzip] = await Promise.all([readFile(path), sibling(path, ".br", mtimeMs), sibling(path, ".gz", mtimeMs)]);
     return {
       body,
       etag: `"${createHash("sha256").update(body).digest("base64url").slice(0, 27)}"`,
-      contentType,
-      ...(await compressed(body, contentType)),
+      contentType: CONTENT_TYPES[extname(path)] ?? "application/octet-stream",
+      ...(br !== undefined && { br }),
+      ...(gzip !== undefined && { gzip }),
     };
   }
 
@@ -112,7 +93,7 @@ export function dashboardHandler(dir: string = DASHBOARD_DIR): HttpHandler {
     if (!info?.isFile()) return undefined;
     const hit = cache.get(path);
     if (hit && hit.mtimeMs === info.mtimeMs) return hit.file;
-    const file = readStatic(path);
+    const file = readStatic(path, info.mtimeMs);
     cache.set(path, { mtimeMs: info.mtimeMs, file });
     file.catch(() => cache.delete(path));
     return file;
@@ -140,11 +121,6 @@ export function dashboardHandler(dir: string = DASHBOARD_DIR): HttpHandler {
     if (req.method === "HEAD") res.end();
     else res.end(body);
   }
-
-  // Compress the page and its assets at startup, so the first visitor waits for none of it.
-  void readdir(resolve(root, "assets"))
-    .then((names) => Promise.all([resolve(root, "index.html"), ...names.map((n) => resolve(root, "assets", n))].map(load)))
-    .catch(() => undefined);
 
   return async (req, res) => {
     if (req.method !== "GET" && req.method !== "HEAD") return false;

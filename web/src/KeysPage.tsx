@@ -5,7 +5,7 @@ import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type FormEvent, useEffect, useId, useState } from "react";
 import { ApiKeysAdminService, AuditCallKind, AuditEventView } from "../../src/gen/apikeys/v1/admin_pb.js";
 import { AuditStage } from "../../src/gen/apikeys/v1/audit_pb.js";
-import { type ApiKey, type ApiKeyPolicy, CredentialType } from "../../src/gen/apikeys/v1/resources_pb.js";
+import { type ApiKey, CredentialType } from "../../src/gen/apikeys/v1/resources_pb.js";
 import { ANY_ORIGIN, CidrField, cidrText, invalidCidrs, parseCidrs } from "./CidrField.js";
 import { copyText, Dialog, Empty, ErrorMessage, Loading, Toast, TokenDialog } from "./components.js";
 import { formatTime, fromLocalInput, isoTime, plural, relativeTime, toLocalInput } from "./format.js";
@@ -88,7 +88,6 @@ export function KeysPage() {
   const pageToken = pageTokens[pageTokens.length - 1]!;
   const request = { pageSize: PAGE_SIZE, pageToken, filter: serverFilter(state), orderBy: `${state.sort}${state.desc ? " desc" : ""}` };
   const keys = useQuery(admin.adminGetApiKeys, request, { placeholderData: keepPreviousData });
-  const policies = useQuery(admin.adminGetApiKeyPolicies, {});
   const [modal, setModal] = useState<Modal>();
   const [toast, setToast] = useState<{ message: string; undo?: () => void }>();
   const [busyKey, setBusyKey] = useState<string>();
@@ -196,7 +195,7 @@ export function KeysPage() {
         <p className="muted list-summary" role="status" aria-live="polite" data-testid="keys-total">
           {page.totalSize === 0
             ? ""
-            : `Showing ${first.toLocaleString()}–${(first + page.apiKeys.length - 1).toLocaleString()} of ${plural(page.totalSize, filtered ? "matching key" : "key")}`}
+            : `Showing ${first.toLocaleString()}–${(first + page.apiKeys.length - 1).toLocaleString()} of ${page.totalSize.toLocaleString()} ${filtered ? "matching " : ""}${page.totalSize === 1 ? "key" : "keys"}`}
         </p>
       )}
       {page !== undefined && page.totalSize === 0 && !filtered && (
@@ -346,8 +345,6 @@ export function KeysPage() {
       )}
       {modal?.kind === "create" && (
         <KeyForm
-          policies={policies.data?.policies}
-          policiesError={policies.error}
           onClose={close}
           onCreated={(token, keyName) => setModal({ kind: "token", token, keyName, title: "API key created" })}
         />
@@ -355,8 +352,6 @@ export function KeysPage() {
       {modal?.kind === "edit" && (
         <KeyForm
           existing={modal.key}
-          policies={policies.data?.policies}
-          policiesError={policies.error}
           onClose={close}
           onSaved={(name) => {
             setToast({ message: `${name} saved.` });
@@ -567,13 +562,14 @@ function KeyStatus({ apiKey }: { apiKey: ApiKey }) {
 
 function KeyForm(props: {
   existing?: ApiKey;
-  policies: ApiKeyPolicy[] | undefined;
-  policiesError: unknown;
   onClose: () => void;
   onCreated?: (token: string, keyName: string) => void;
   onSaved?: (name: string) => void;
 }) {
   const { existing } = props;
+  // Asked for when the form opens, not with the list: the list page needs no policy.
+  const policiesQuery = useQuery(admin.adminGetApiKeyPolicies, {});
+  const policies = policiesQuery.data?.policies;
   const existingCidrs = existing ? cidrText(existing.allowedCidrs) : "";
   const existingExpiry = existing?.expiresOn ? toLocalInput(timestampDate(existing.expiresOn)) : "";
   const [name, setName] = useState(existing?.name ?? "");
@@ -665,8 +661,8 @@ function KeyForm(props: {
 
   // A consumer's keys may only use the policies granted to it.
   const holder = consumers.data?.consumers.find((c) => c.id === consumer);
-  const policyChoices = holder ? props.policies?.filter((p) => holder.grantedPolicies.some((g) => g.id === p.id)) : props.policies;
-  const noPolicies = props.policies?.length === 0;
+  const policyChoices = holder ? policies?.filter((p) => holder.grantedPolicies.some((g) => g.id === p.id)) : policies;
+  const noPolicies = policies?.length === 0;
   // Fixed at open: a prop that changed with the fields would fold the section while the user types in it.
   const [optionsOpen, setOptionsOpen] = useState(
     () => existing !== undefined && (existingExpiry !== "" || existingCidrs !== "" || environment !== "" || description !== ""),
@@ -713,7 +709,7 @@ function KeyForm(props: {
             aria-describedby={ids.policyHint}
             onChange={(e) => setPolicyId(e.target.value)}
           >
-            <option value="">{props.policies === undefined ? "Loading policies…" : "Choose a policy"}</option>
+            <option value="">{policies === undefined ? "Loading policies…" : "Choose a policy"}</option>
             {policyChoices?.map((p) => (
               <option key={p.id} value={p.id}>
                 {p.name} ({plural(p.permissions.length, "permission")})
@@ -723,7 +719,7 @@ function KeyForm(props: {
           <p id={ids.policyHint} className="muted">
             {noPolicies ? "There are no policies yet: create one on the Policies page first." : "The key can do exactly what its policy allows."}
           </p>
-          <ErrorMessage error={props.policiesError} />
+          <ErrorMessage error={policiesQuery.error} />
         </div>
         {existing !== undefined && (
           <div className="field checkbox">
@@ -743,7 +739,6 @@ function KeyForm(props: {
               id={ids.expires}
               type="datetime-local"
               value={expires}
-              min={toLocalInput(new Date())}
               aria-describedby={expiryError ? `${ids.expiresError} ${ids.expiresHint}` : ids.expiresHint}
               aria-invalid={expiryError !== undefined}
               onChange={(e) => setExpires(e.target.value)}

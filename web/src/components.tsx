@@ -26,6 +26,13 @@ export function Dialog(props: { title: string; onClose: () => void; children: Re
         e.preventDefault();
         onClose();
       }}
+      // Handled on the key itself: Chrome does not let a page cancel a dialog's Escape
+      // without fresh user activation, so onCancel alone cannot keep a dialog open.
+      onKeyDown={(e) => {
+        if (e.key !== "Escape") return;
+        e.preventDefault();
+        onClose();
+      }}
     >
       <header className="dialog-header">
         <h2 id={titleId}>{props.title}</h2>
