@@ -3,6 +3,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { brotliCompressSync, brotliDecompressSync, gunzipSync, gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { HttpHandler } from "../src/server.js";
 import { dashboardHandler } from "../src/web/static.js";
@@ -15,11 +16,19 @@ interface Reply {
 
 /** A raw request: unlike fetch, node:http sends the path exactly as given (no dot-segment folding). */
 function request(port: number, path: string, init: { method?: string; headers?: Record<string, string> } = {}): Promise<Reply> {
+  return requestRaw(port, path, init).then((r) => ({ ...r, body: r.body.toString() }));
+}
+
+function requestRaw(
+  port: number,
+  path: string,
+  init: { method?: string; headers?: Record<string, string> } = {},
+): Promise<Omit<Reply, "body"> & { body: Buffer }> {
   return new Promise((resolve, reject) => {
     const req = http.request({ host: "127.0.0.1", port, path, method: init.method ?? "GET", headers: init.headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
     });
     req.on("error", reject);
     req.end();
@@ -43,6 +52,7 @@ async function serve(handler: HttpHandler): Promise<{ port: number; close: () =>
 }
 
 const HTML = { accept: "text/html,application/xhtml+xml,*/*;q=0.8" };
+const BUNDLE = Array.from({ length: 2000 }, (_, i) => `export const value${i} = "${i.toString(36)}";`).join("\n");
 
 describe("dashboard static files", () => {
   let dir: string;
@@ -57,6 +67,10 @@ describe("dashboard static files", () => {
     await writeFile(join(dir, "favicon.svg"), "<svg/>");
     await writeFile(join(dir, "assets", "index-abc123.js"), "console.log(1)");
     await writeFile(join(dir, "assets", "index-abc123.css"), "body{}");
+    await writeFile(join(dir, "assets", "bundle-def456.js"), BUNDLE);
+    // The copies scripts/compress-web.mjs writes at build time.
+    await writeFile(join(dir, "assets", "bundle-def456.js.br"), brotliCompressSync(BUNDLE));
+    await writeFile(join(dir, "assets", "bundle-def456.js.gz"), gzipSync(BUNDLE));
     // A file beside the served directory that traversal must never reach.
     await writeFile(join(base, "secret.txt"), "top secret");
     ({ port, close } = await serve(dashboardHandler(dir)));
@@ -109,6 +123,37 @@ describe("dashboard static files", () => {
     expect(head.status).toBe(200);
     expect(head.headers["content-length"]).toBe(String("console.log(1)".length));
     expect(head.body).toBe("");
+  });
+
+  it("serves the build's precompressed copies: brotli when accepted, else gzip, else identity; one ETag per encoding", async () => {
+    const path = "/assets/bundle-def456.js";
+    const br = await requestRaw(port, path, { headers: { "accept-encoding": "gzip, deflate, br" } });
+    expect(br.headers["content-encoding"]).toBe("br");
+    expect(br.headers.vary).toBe("accept-encoding");
+    expect(br.headers["cache-control"]).toBe("public, max-age=31536000, immutable");
+    expect(Number(br.headers["content-length"])).toBe(br.body.length);
+    expect(br.body.length).toBeLessThan(BUNDLE.length / 4);
+    expect(brotliDecompressSync(br.body).toString()).toBe(BUNDLE);
+
+    const gz = await requestRaw(port, path, { headers: { "accept-encoding": "gzip" } });
+    expect(gz.headers["content-encoding"]).toBe("gzip");
+    expect(gunzipSync(gz.body).toString()).toBe(BUNDLE);
+
+    for (const acceptEncoding of [undefined, "identity", "br;q=0, gzip;q=0"]) {
+      const plain = await requestRaw(port, path, { headers: acceptEncoding === undefined ? {} : { "accept-encoding": acceptEncoding } });
+      expect(plain.headers["content-encoding"], acceptEncoding).toBeUndefined();
+      expect(plain.body.toString()).toBe(BUNDLE);
+    }
+    const etags = new Set([br.headers.etag, gz.headers.etag, (await request(port, path)).headers.etag]);
+    expect(etags.size).toBe(3);
+    const revalidated = await request(port, path, { headers: { "accept-encoding": "br", "if-none-match": br.headers.etag! } });
+    expect(revalidated.status).toBe(304);
+    expect((await request(port, path, { headers: { "if-none-match": br.headers.etag! } })).status).toBe(200);
+
+    // Without copies (too small to gain, or built without them): sent as is.
+    const small = await request(port, "/assets/index-abc123.js", { headers: { "accept-encoding": "br, gzip" } });
+    expect(small.headers["content-encoding"]).toBeUndefined();
+    expect(small.headers.vary).toBeUndefined();
   });
 
   it("falls back to index.html for client routes that ask for HTML", async () => {

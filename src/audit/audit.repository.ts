@@ -91,46 +91,86 @@ export async function insertAuditEvent(db: Db, event: NewAuditEvent): Promise<vo
     .execute();
 }
 
-/** What to list: newest first, strictly older than `beforeId` when given. */
+/** What to list: newest first, strictly older than `beforeId` when given; every condition must hold. */
 export interface AuditFilter {
   limit: number;
   /** Requests stored larger than this (from before truncation on write) are read back truncated, by the database. */
   maxRequestBytes: number;
   beforeId?: string;
-  targetId?: string;
-  actorKeyId?: string;
+  /** Only events naming one of these ids. */
+  targetIds?: readonly string[];
+  /** Only events of calls by one of these keys. */
+  actorKeyIds?: readonly string[];
   from?: Date;
   to?: Date;
+  /** Only events of these methods (fully qualified), or of every other method. */
+  rpcs?: { names: readonly string[]; except: boolean };
+  /** Only events of calls that ended so: "ok", "failed" (any error) or an error code name. */
+  outcome?: string;
+  /** One event per call (its outcome, or its attempt while it has none) instead of one per stage. */
+  perCall: boolean;
+}
+
+/** One audit event as listed, with its call's attempt time in the per-call view. */
+export interface ListedAuditEvent extends AuditEventRow {
+  attemptOn: Date | null;
 }
 
 /** A page of events, newest first. */
-export async function listAuditEvents(db: Db, filter: AuditFilter): Promise<AuditEventRow[]> {
+export async function listAuditEvents(db: Db, filter: AuditFilter): Promise<ListedAuditEvent[]> {
   let query = db
-    .selectFrom("audit_events")
+    .selectFrom("audit_events as e")
     .select([
-      sql<string>`id::text`.as("id"),
-      "call_id",
-      "occurred_on",
-      "rpc",
-      "stage",
-      "actor_key_id",
-      "target_ids",
+      sql<string>`e.id::text`.as("id"),
+      "e.call_id",
+      "e.occurred_on",
+      "e.rpc",
+      "e.stage",
+      "e.actor_key_id",
+      "e.target_ids",
       // Bounded in the query, so no stored row, however large, is loaded whole into this process
       // (rows truncated on write are already bounded; escaping only makes their text form longer).
-      sql<Record<string, unknown>>`case when request->>'truncated' = 'true' or octet_length(request::text) <= ${filter.maxRequestBytes} then request
-        else jsonb_build_object('truncated', true, 'originalBytes', octet_length(request::text), 'prefix', left(request::text, ${filter.maxRequestBytes})) end`.as(
+      sql<Record<string, unknown>>`case when e.request->>'truncated' = 'true' or octet_length(e.request::text) <= ${filter.maxRequestBytes} then e.request
+        else jsonb_build_object('truncated', true, 'originalBytes', octet_length(e.request::text), 'prefix', left(e.request::text, ${filter.maxRequestBytes})) end`.as(
         "request",
       ),
-      "code",
-      sql<string>`left(message, ${MAX_AUDIT_MESSAGE_CHARS})`.as("message"),
+      "e.code",
+      sql<string>`left(e.message, ${MAX_AUDIT_MESSAGE_CHARS})`.as("message"),
+      (filter.perCall
+        ? sql<Date | null>`case when e.stage = 'attempt' then e.occurred_on else
+            (select a.occurred_on from audit_events a where a.call_id = e.call_id and a.stage = 'attempt' limit 1) end`
+        : sql<Date | null>`null::timestamptz`
+      ).as("attempt_on"),
     ])
-    .orderBy("audit_events.id", "desc")
+    .orderBy("e.id", "desc")
     .limit(filter.limit);
-  if (filter.beforeId !== undefined) query = query.where("audit_events.id", "<", sql<string>`${filter.beforeId}::bigint`);
-  if (filter.targetId !== undefined) query = query.where(sql<boolean>`target_ids @> array[${filter.targetId}::uuid]`);
-  if (filter.actorKeyId !== undefined) query = query.where("actor_key_id", "=", filter.actorKeyId);
-  if (filter.from !== undefined) query = query.where("occurred_on", ">=", filter.from);
-  if (filter.to !== undefined) query = query.where("occurred_on", "<", filter.to);
+  if (filter.beforeId !== undefined) query = query.where("e.id", "<", sql<string>`${filter.beforeId}::bigint`);
+  if (filter.targetIds !== undefined) {
+    query = query.where(sql<boolean>`e.target_ids && ${sql.val(filter.targetIds)}::uuid[]`);
+  }
+  if (filter.actorKeyIds !== undefined) {
+    query = filter.actorKeyIds.length === 0 ? query.where(sql<boolean>`false`) : query.where("e.actor_key_id", "in", filter.actorKeyIds);
+  }
+  if (filter.from !== undefined) query = query.where("e.occurred_on", ">=", filter.from);
+  if (filter.to !== undefined) query = query.where("e.occurred_on", "<", filter.to);
+  if (filter.rpcs !== undefined) {
+    const { names, except } = filter.rpcs;
+    if (names.length === 0) query = except ? query : query.where(sql<boolean>`false`);
+    else query = query.where("e.rpc", except ? "not in" : "in", names);
+  }
+  if (filter.perCall) {
+    query = query.where(
+      sql<boolean>`(e.stage <> 'attempt' or not exists
+        (select 1 from audit_events o where o.call_id = e.call_id and o.stage <> 'attempt'))`,
+    );
+  }
+  if (filter.outcome !== undefined) {
+    const outcome =
+      filter.outcome === "failed" ? sql<boolean>`o.stage = 'failure'` : sql<boolean>`o.code = ${filter.outcome}`;
+    query = filter.perCall
+      ? query.where(filter.outcome === "failed" ? sql<boolean>`e.stage = 'failure'` : sql<boolean>`e.code = ${filter.outcome}`)
+      : query.where(sql<boolean>`exists (select 1 from audit_events o where o.call_id = e.call_id and ${outcome})`);
+  }
   const rows = await query.execute();
   return rows.map((r) => ({
     id: r.id,
@@ -143,5 +183,37 @@ export async function listAuditEvents(db: Db, filter: AuditFilter): Promise<Audi
     request: r.request,
     code: r.code,
     message: r.message,
+    attemptOn: r.attempt_on,
   }));
+}
+
+/** Ids of the keys (live or deleted), policies and consumers a name or username names. */
+export async function idsNamed(db: Db, name: string, kinds: { keys: boolean; others: boolean }): Promise<string[]> {
+  const queries = [];
+  if (kinds.keys) {
+    queries.push(db.selectFrom("api_keys").select("id").where("name", "=", name));
+    queries.push(db.selectFrom("deleted_api_keys").select("id").where("name", "=", name));
+  }
+  if (kinds.others) {
+    queries.push(db.selectFrom("policies").select("id").where("name", "=", name));
+    queries.push(db.selectFrom("consumers").select("id").where("username", "=", name));
+  }
+  const found = await Promise.all(queries.map((q) => q.execute()));
+  return [...new Set(found.flat().map((r) => r.id))];
+}
+
+/** The names of whichever of these ids are keys (a deleted key keeps its last name), policies or consumers. */
+export async function namesOf(db: Db, ids: readonly string[]): Promise<Map<string, string>> {
+  const names = new Map<string, string>();
+  if (ids.length === 0) return names;
+  const list = [...ids];
+  const [deleted, keys, policies, consumers] = await Promise.all([
+    db.selectFrom("deleted_api_keys").select(["id", "name"]).where("id", "in", list).execute(),
+    db.selectFrom("api_keys").select(["id", "name"]).where("id", "in", list).execute(),
+    db.selectFrom("policies").select(["id", "name"]).where("id", "in", list).execute(),
+    db.selectFrom("consumers").select(["id", "username as name"]).where("id", "in", list).execute(),
+  ]);
+  // Live names win over a deleted key's remembered one.
+  for (const row of [...deleted, ...keys, ...policies, ...consumers]) names.set(row.id, row.name);
+  return names;
 }

@@ -2,13 +2,18 @@ import { create, type JsonObject } from "@bufbuild/protobuf";
 import { type Timestamp, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Kysely } from "kysely";
 import type { Database } from "../db/schema.js";
-import { invalidArgument, requireTimeInRange, requireUuid, toConnectError } from "../errors.js";
-import type { AdminGetAuditEventsRequest } from "../gen/apikeys/v1/admin_pb.js";
+import { invalidArgument, isUuid, requireTimeInRange, requireUuid, toConnectError } from "../errors.js";
+import { type AdminGetAuditEventsRequest, ApiKeysAdminService, AuditCallKind, AuditEventView } from "../gen/apikeys/v1/admin_pb.js";
+import { ApiKeysService } from "../gen/apikeys/v1/api_keys_pb.js";
+import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
+import { Code } from "@connectrpc/connect";
+import { codeName } from "../request-log-interceptor.js";
 import { type AuditEvent, AuditEventSchema, AuditStage } from "../gen/apikeys/v1/audit_pb.js";
-import { type AuditEventRow, listAuditEvents } from "./audit.repository.js";
+import { type AuditEventRow, type AuditFilter, idsNamed, listAuditEvents, namesOf } from "./audit.repository.js";
 
 const MAX_PAGE_SIZE = 1000;
 const DEFAULT_PAGE_SIZE = 100;
+const MAX_BIGINT = 9223372036854775807n;
 
 const STAGES = { attempt: AuditStage.ATTEMPT, success: AuditStage.SUCCESS, failure: AuditStage.FAILURE } as const;
 
@@ -29,11 +34,10 @@ export function toAuditEventMessage(row: AuditEventRow): AuditEvent {
 }
 
 /** Largest audit event id: the top of Postgres' bigint. */
-const MAX_EVENT_ID = 9_223_372_036_854_775_807n;
 
 function decodePageToken(token: string): string {
   const id = Buffer.from(token, "base64url").toString("utf8");
-  if (!/^[1-9]\d{0,18}$/.test(id) || BigInt(id) > MAX_EVENT_ID) throw invalidArgument("page_token is not one this service issued");
+  if (!/^[1-9]\d{0,18}$/.test(id) || BigInt(id) > MAX_BIGINT) throw invalidArgument("page_token is not one this service issued");
   return id;
 }
 
@@ -41,12 +45,48 @@ function optionalTime(field: string, value: Timestamp | undefined): Date | undef
   return value === undefined ? undefined : requireTimeInRange(field, timestampDate(value));
 }
 
-/** Lists audit events newest first, paged, filtered by target, actor and time range. */
+// Methods without side effects are reads; every other audited call may change something.
+const ADMIN_RPCS = ApiKeysAdminService.methods.map((m) => ({
+  name: m.name,
+  rpc: `${ApiKeysAdminService.typeName}/${m.name}`,
+  read: m.idempotency === MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS,
+}));
+const READ_RPCS = ADMIN_RPCS.filter((m) => m.read).map((m) => m.rpc);
+const KNOWN_RPCS = [...ADMIN_RPCS, ...ApiKeysService.methods.map((m) => ({ name: m.name, rpc: `${ApiKeysService.typeName}/${m.name}` }))];
+const MAX_REF = 200;
+const ERROR_CODES = Object.values(Code).filter((c): c is Code => typeof c === "number").map(codeName);
+
+function requireMethod(value: string): string {
+  const found = KNOWN_RPCS.find((m) => m.rpc === value || m.name === value);
+  if (found === undefined) throw invalidArgument(`method "${value.slice(0, MAX_REF)}" is not an audited method`);
+  return found.rpc;
+}
+
+function requireOutcome(value: string): string {
+  const outcome = value.trim().toLowerCase();
+  if (outcome === "ok" || outcome === "failed") return outcome;
+  if (!ERROR_CODES.includes(outcome)) {
+    throw invalidArgument(`outcome must be "ok", "failed" or an error code name (${ERROR_CODES.join(", ")})`);
+  }
+  return outcome;
+}
+
+function requireRef(field: string, value: string): string {
+  const ref = value.trim();
+  if (ref.length > MAX_REF) throw invalidArgument(`${field} must be at most ${MAX_REF} characters`);
+  return ref;
+}
+
+/**
+ * Lists audit events newest first, paged, filtered by target, actor, method,
+ * write or read, outcome and time range; per stage or per call (see
+ * AdminGetAuditEventsRequest), with the names of the ids the page mentions.
+ */
 export async function getAuditEvents(
   db: Kysely<Database>,
   req: AdminGetAuditEventsRequest,
   maxRequestBytes: number,
-): Promise<{ events: AuditEvent[]; nextPageToken: string }> {
+): Promise<{ events: AuditEvent[]; nextPageToken: string; names: Record<string, string> }> {
   if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) {
     throw invalidArgument(`page_size must be between 0 and ${MAX_PAGE_SIZE}`);
   }
@@ -54,7 +94,19 @@ export async function getAuditEvents(
   const from = optionalTime("start_time", req.startTime);
   const to = optionalTime("end_time", req.endTime);
   if (from !== undefined && to !== undefined && from >= to) throw invalidArgument("start_time must be before end_time");
-  const filter = {
+  if (!(req.kind in AuditCallKind)) throw invalidArgument(`kind ${req.kind} is not known`);
+  if (!(req.view in AuditEventView)) throw invalidArgument(`view ${req.view} is not known`);
+  const method = req.method === "" ? undefined : requireMethod(req.method.trim());
+  let rpcs: { names: readonly string[]; except: boolean } | undefined;
+  if (req.kind === AuditCallKind.READ) rpcs = { names: READ_RPCS, except: false };
+  if (req.kind === AuditCallKind.WRITE) rpcs = { names: READ_RPCS, except: true };
+  if (method !== undefined) {
+    const included = rpcs === undefined || rpcs.names.includes(method) !== rpcs.except;
+    rpcs = { names: included ? [method] : [], except: false };
+  }
+  const target = requireRef("target", req.target);
+  const actor = requireRef("actor", req.actor);
+  const base = {
     limit: limit + 1,
     maxRequestBytes,
     beforeId: req.pageToken === "" ? undefined : decodePageToken(req.pageToken),
@@ -62,16 +114,44 @@ export async function getAuditEvents(
     actorKeyId: req.actorKeyId === "" ? undefined : requireUuid("actor_key_id", req.actorKeyId),
     from,
     to,
+    rpcs,
+    outcome: req.outcome === "" ? undefined : requireOutcome(req.outcome),
+    perCall: req.view === AuditEventView.CALLS,
   };
   try {
+    const targetIds = [
+      ...(base.targetId === undefined ? [] : [[base.targetId]]),
+      ...(target === "" ? [] : [isUuid(target) ? [target.toLowerCase()] : await idsNamed(db, target, { keys: true, others: true })]),
+    ];
+    const actorIds = [
+      ...(base.actorKeyId === undefined ? [] : [[base.actorKeyId]]),
+      ...(actor === "" ? [] : [isUuid(actor) ? [actor.toLowerCase()] : await idsNamed(db, actor, { keys: true, others: false })]),
+    ];
+    const filter: AuditFilter = {
+      ...base,
+      targetIds: intersect(targetIds),
+      actorKeyIds: intersect(actorIds),
+    };
     const rows = await listAuditEvents(db, filter);
     const page = rows.slice(0, limit);
     const last = page[page.length - 1];
+    const mentioned = new Set(page.flatMap((r) => [...r.targetIds, ...(r.actorKeyId === null ? [] : [r.actorKeyId])]));
     return {
-      events: page.map(toAuditEventMessage),
+      events: page.map((row) => {
+        const event = toAuditEventMessage(row);
+        if (row.attemptOn !== null) event.attemptTime = timestampFromDate(row.attemptOn);
+        return event;
+      }),
       nextPageToken: rows.length > limit && last ? Buffer.from(last.id).toString("base64url") : "",
+      names: Object.fromEntries(await namesOf(db, [...mentioned])),
     };
   } catch (err) {
     throw toConnectError(err);
   }
+}
+
+/** Ids in every one of the lists; undefined when there are no lists (no condition). */
+function intersect(lists: readonly string[][]): string[] | undefined {
+  if (lists.length === 0) return undefined;
+  return lists.reduce((acc, list) => acc.filter((id) => list.includes(id)));
 }

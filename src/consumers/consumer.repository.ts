@@ -1,4 +1,5 @@
-import { type Kysely, type Transaction, sql } from "kysely";
+import { type Kysely, type RawBuilder, type SqlBool, type Transaction, sql } from "kysely";
+import { type Cursor, type Ordering, afterCursor, orderByClause, sortKeySelection } from "../listing/list-query.js";
 import type { Database } from "../db/schema.js";
 import { isUuid } from "../errors.js";
 
@@ -34,12 +35,27 @@ export async function insertConsumer(db: Db, consumer: { username: string; creat
   return db.insertInto("consumers").values(consumer).returningAll().executeTakeFirstOrThrow();
 }
 
-/** A page of consumers ordered by username, after `afterUsername` (only the one of `id`, when set). */
-export function listConsumers(db: Db, options: { limit: number; afterUsername?: string; id?: string }): Promise<ConsumerRow[]> {
-  let query = db.selectFrom("consumers").selectAll().orderBy("username").limit(options.limit);
-  if (options.afterUsername !== undefined) query = query.where("username", ">", options.afterUsername);
-  if (options.id !== undefined) query = query.where("id", "=", options.id);
-  return query.execute();
+/** A page of consumers (c) matching every condition, in `ordering` after `after`, and how many match in all. */
+export async function listConsumerPage(
+  db: Db,
+  options: { limit: number; conditions: readonly RawBuilder<SqlBool>[]; ordering: Ordering<string>; after?: Cursor },
+): Promise<{ consumers: Array<{ consumer: ConsumerRow; cursor: Cursor }>; totalSize: number }> {
+  const { conditions, ordering, after } = options;
+  const where = conditions.length === 0 ? sql<SqlBool>`true` : sql<SqlBool>`${sql.join(conditions, sql` and `)}`;
+  let page = db
+    .selectFrom("consumers as c")
+    .selectAll("c")
+    .select(sortKeySelection(ordering.column).as("sort_key"))
+    .where(where)
+    .orderBy(orderByClause(ordering, sql.ref("c.id")))
+    .limit(options.limit);
+  if (after !== undefined) page = page.where(afterCursor(ordering, after, sql.ref("c.id")));
+  const count = db.selectFrom("consumers as c").select(sql<string>`count(*)::text`.as("count")).where(where);
+  const [rows, total] = await Promise.all([page.execute(), count.executeTakeFirstOrThrow()]);
+  return {
+    consumers: rows.map(({ sort_key, ...consumer }) => ({ consumer, cursor: { value: sort_key, id: consumer.id } })),
+    totalSize: Number(total.count),
+  };
 }
 
 export async function deleteConsumer(db: Db, id: string): Promise<boolean> {

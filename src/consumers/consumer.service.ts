@@ -1,14 +1,24 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { Kysely, Transaction } from "kysely";
+import { type Kysely, type RawBuilder, type SqlBool, type Transaction, sql } from "kysely";
+import {
+  type FilterTerm,
+  type SortColumn,
+  containsPattern,
+  decodePageToken,
+  encodePageToken,
+  parseFilter,
+  parseOrderBy,
+  queryDigest,
+} from "../listing/list-query.js";
 import { type Authority, actorKeyId, requireUnscoped, scopeOf } from "../auth/authority.js";
 import type { Database } from "../db/schema.js";
 import { invalidArgument, isUuid, notFound, requireUuid, withConnectErrors } from "../errors.js";
 import { type Consumer, ConsumerSchema } from "../gen/apikeys/v1/consumers_pb.js";
 import type { ApiKey } from "../gen/apikeys/v1/resources_pb.js";
 import { notifyInvalidation } from "../invalidation/invalidation.js";
-import { deleteKeysOfConsumer, listKeyRecords } from "../keys/key.repository.js";
+import { countKeysBy, deleteKeysOfConsumer, listKeyRecords } from "../keys/key.repository.js";
 import { toApiKeyMessage } from "../keys/key.service.js";
 import { findPolicy, lockPolicy } from "../policies/policy.repository.js";
 import { requireAdministrablePolicy, toPolicyMessage } from "../policies/policy.service.js";
@@ -131,32 +141,53 @@ export function getConsumer(
   });
 }
 
-/** Lists consumers by username, paged; a consumer-scoped caller sees only its own. */
+const CONSUMER_ORDERS = {
+  username: { expr: sql`c.username`, kind: "text", nullable: false },
+  created_on: { expr: sql`c.created_on`, kind: "time", nullable: false },
+} satisfies Record<string, SortColumn>;
+
+function consumerCondition(term: FilterTerm): RawBuilder<SqlBool> {
+  if (term.field === "policy") {
+    const policy = isUuid(term.value)
+      ? sql<SqlBool>`cp.policy_id = ${term.value.toLowerCase()}`
+      : sql<SqlBool>`cp.policy_id = (select id from policies where name = ${term.value})`;
+    return sql<SqlBool>`exists (select 1 from consumer_policies cp where cp.consumer_id = c.id and ${policy})`;
+  }
+  return sql<SqlBool>`c.username ilike ${containsPattern(term.value)}`;
+}
+
+/** Lists consumers (a consumer-scoped caller: only its own), paged, filtered and ordered (see AdminGetConsumersRequest). */
 export function listConsumers(
   db: Kysely<Database>,
   authority: Authority,
-  req: { pageSize: number; pageToken: string },
-): Promise<{ consumers: Consumer[]; nextPageToken: string }> {
+  req: { pageSize: number; pageToken: string; filter?: string; orderBy?: string },
+): Promise<{ consumers: Consumer[]; nextPageToken: string; totalSize: number; apiKeyCounts: Record<string, number> }> {
   if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) {
     throw invalidArgument(`page_size must be between 0 and ${MAX_PAGE_SIZE}`);
   }
   const limit = req.pageSize || DEFAULT_PAGE_SIZE;
-  let afterUsername: string | undefined;
-  if (req.pageToken !== "") {
-    try {
-      afterUsername = requireUsername(Buffer.from(req.pageToken, "base64url").toString("utf8"));
-    } catch {
-      throw invalidArgument("page_token is not one this service issued");
-    }
-  }
+  const conditions = parseFilter(req.filter ?? "", ["username", "policy"]).map(consumerCondition);
   const scope = scopeOf(authority);
+  if (scope !== undefined) conditions.push(sql<SqlBool>`c.id = ${scope.id}`);
+  const ordering = parseOrderBy(req.orderBy ?? "", CONSUMER_ORDERS, "username");
+  const digest = queryDigest(["consumers", req.filter ?? "", ordering.name, ordering.descending]);
+  const after = req.pageToken === "" ? undefined : decodePageToken(req.pageToken, digest, ordering.column, isUuid);
   return withConnectErrors(async () => {
-    const rows = await repo.listConsumers(db, { limit: limit + 1, afterUsername, id: scope?.id });
-    const page = rows.slice(0, limit);
+    const { consumers, totalSize } = await repo.listConsumerPage(db, { limit: limit + 1, conditions, ordering, after });
+    const page = consumers.slice(0, limit);
     const last = page[page.length - 1];
     return {
-      consumers: await toConsumerMessages(db, page),
-      nextPageToken: rows.length > limit && last ? Buffer.from(last.username).toString("base64url") : "",
+      consumers: await toConsumerMessages(
+        db,
+        page.map(({ consumer }) => consumer),
+      ),
+      nextPageToken: consumers.length > limit && last ? encodePageToken(digest, last.cursor) : "",
+      totalSize,
+      apiKeyCounts: await countKeysBy(
+        db,
+        "consumer_id",
+        page.map(({ consumer }) => consumer.id),
+      ),
     };
   });
 }

@@ -3,6 +3,7 @@ import * as core from "../../migrations/2026-11-23T00-00-core.js";
 import * as keyLifecycle from "../../migrations/2026-11-23T01-00-key-lifecycle.js";
 import * as consumersAudit from "../../migrations/2026-11-23T02-00-consumers-audit.js";
 import * as namespaceOwners from "../../migrations/2026-12-01T01-00-namespace-owners.js";
+import * as listIndexes from "../../migrations/2026-12-01T04-00-list-indexes.js";
 import type { Database } from "./schema.js";
 
 // A static index, so the same migrations run from source and from a bundle.
@@ -11,6 +12,7 @@ const migrations: Record<string, Migration> = {
   "2026-11-23T01-00-key-lifecycle": keyLifecycle,
   "2026-11-23T02-00-consumers-audit": consumersAudit,
   "2026-12-01T01-00-namespace-owners": namespaceOwners,
+  "2026-12-01T04-00-list-indexes": listIndexes,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

@@ -36,6 +36,8 @@ export interface ApiKeysTable {
   start: string;
   previous_token_hash: Uint8Array | null;
   previous_token_expires_on: Date | null;
+  /** Display prefix of the previous token; null when none, or rotated before it was recorded. */
+  previous_start: string | null;
   created_on: CreatedTimestamp;
   updated_on: Timestamp;
   last_used_on: Date | null;

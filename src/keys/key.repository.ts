@@ -1,11 +1,15 @@
-import { type Kysely, type Transaction, sql } from "kysely";
+import { type Kysely, type RawBuilder, type SqlBool, type Transaction, sql } from "kysely";
 import type { ApiKeyRow, ApiKeyUpdate, Database, NewApiKey } from "../db/schema.js";
 import type { PreparedQuery } from "../db/database.js";
 import type { KeyRecord } from "../verify/verdict-cache.js";
+import { type Cursor, type Ordering, afterCursor, orderByClause, sortKeySelection } from "../listing/list-query.js";
 
 type Db = Kysely<Database> | Transaction<Database>;
 
-function selectKeyRecords(db: Db) {
+function selectKeyRecords(db: Db, options: { permissions: boolean } = { permissions: true }) {
+  const permissions = options.permissions
+    ? sql<string[]>`coalesce((select array_agg(pp.permission order by pp.permission) from policy_permissions pp where pp.policy_id = p.id), '{}')`
+    : sql<string[]>`'{}'::text[]`;
   return db
     .selectFrom("api_keys as k")
     .innerJoin("policies as p", "p.id", "k.policy_id")
@@ -35,8 +39,11 @@ function selectKeyRecords(db: Db) {
       "p.created_on as policy_created_on",
       "p.updated_on as policy_updated_on",
       "p.created_by as policy_created_by",
-      sql<string[]>`coalesce((select array_agg(pp.permission order by pp.permission) from policy_permissions pp where pp.policy_id = p.id), '{}')`.as(
-        "permissions",
+      permissions.as("permissions"),
+      // The previous token only while it still works.
+      sql<string | null>`case when k.previous_token_expires_on > now() then coalesce(k.previous_start, '') end`.as("previous_start"),
+      sql<Date | null>`case when k.previous_token_expires_on > now() then k.previous_token_expires_on end`.as(
+        "previous_token_expires_on",
       ),
     ]);
 }
@@ -63,6 +70,10 @@ function toKeyRecord(row: KeyRecordRow): KeyRecord {
         ? { requests: row.rate_limit_requests, periodMs: row.rate_limit_period_ms }
         : null,
     credentialType: row.credential_type,
+    previousToken:
+      row.previous_start !== null && row.previous_token_expires_on !== null
+        ? { start: row.previous_start, expiresOn: row.previous_token_expires_on }
+        : null,
     consumer: row.consumer_id !== null && row.consumer_username !== null ? { id: row.consumer_id, username: row.consumer_username } : null,
     policy: {
       id: row.policy_id,
@@ -143,6 +154,49 @@ export async function listKeyRecords(
     );
   }
   return (await query.execute()).map(toKeyRecord);
+}
+
+/**
+ * One page of keys matching every condition (SQL over k = api_keys alone, so
+ * the count needs no join), in `ordering` after `after`, and how many match in
+ * all. Without `permissions`, policies come without theirs.
+ */
+export async function listKeyPage(
+  db: Db,
+  options: {
+    limit: number;
+    conditions: readonly RawBuilder<SqlBool>[];
+    ordering: Ordering<string>;
+    after?: Cursor;
+    permissions: boolean;
+  },
+): Promise<{ records: Array<{ record: KeyRecord; cursor: Cursor }>; totalSize: number }> {
+  const { conditions, ordering, after } = options;
+  const where = conditions.length === 0 ? sql<SqlBool>`true` : sql<SqlBool>`${sql.join(conditions, sql` and `)}`;
+  const count = db.selectFrom("api_keys as k").select(sql<string>`count(*)::text`.as("count")).where(where);
+  let page = selectKeyRecords(db, { permissions: options.permissions })
+    .select(sortKeySelection(ordering.column).as("sort_key"))
+    .where(where)
+    .orderBy(orderByClause(ordering, sql.ref("k.id")))
+    .limit(options.limit);
+  if (after !== undefined) page = page.where(afterCursor(ordering, after, sql.ref("k.id")));
+  const [rows, total] = await Promise.all([page.execute(), count.executeTakeFirstOrThrow()]);
+  return {
+    records: rows.map((row) => ({ record: toKeyRecord(row), cursor: { value: row.sort_key, id: row.id } })),
+    totalSize: Number(total.count),
+  };
+}
+
+/** How many keys each of these policies or consumers has, by id (absent ids have none). */
+export async function countKeysBy(db: Db, column: "policy_id" | "consumer_id", ids: readonly string[]): Promise<Record<string, number>> {
+  if (ids.length === 0) return {};
+  const rows = await db
+    .selectFrom("api_keys")
+    .select([`${column} as id`, sql<string>`count(*)::text`.as("count")])
+    .where(column, "in", [...ids])
+    .groupBy(column)
+    .execute();
+  return Object.fromEntries(ids.map((id) => [id, Number(rows.find((r) => r.id === id)?.count ?? 0)]));
 }
 
 /** Locks the key a token identifies (current, or previous within its grace) and returns its id. */

@@ -1,10 +1,26 @@
 import { create, type JsonObject } from "@bufbuild/protobuf";
 import { type Duration, type Timestamp, durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { Kysely, Transaction } from "kysely";
+import { type Kysely, type RawBuilder, type SqlBool, type Transaction, sql } from "kysely";
 import type { ApiKeyUpdate, Database } from "../db/schema.js";
-import { apiError, invalidArgument, isWithinYears1To9999, notFound, requireName, requireUuid, withConnectErrors } from "../errors.js";
-import type { AdminUpdateApiKeyRequest } from "../gen/apikeys/v1/admin_pb.js";
-import { type ApiKey, ApiKeySchema, CredentialType, type RateLimit } from "../gen/apikeys/v1/resources_pb.js";
+import { apiError, invalidArgument, isUuid, notFound, requireName, requireUuid, withConnectErrors } from "../errors.js";
+import { type AdminUpdateApiKeyRequest, ApiKeyView } from "../gen/apikeys/v1/admin_pb.js";
+import {
+  type ApiKey,
+  ApiKeyPolicySchema,
+  ApiKeySchema,
+  CredentialType,
+  type RateLimit,
+} from "../gen/apikeys/v1/resources_pb.js";
+import {
+  type FilterTerm,
+  type SortColumn,
+  containsPattern,
+  decodePageToken,
+  encodePageToken,
+  parseFilter,
+  parseOrderBy,
+  queryDigest,
+} from "../listing/list-query.js";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type Authority, actorKeyId, requireInScope, scopeOf } from "../auth/authority.js";
 import { requireConsumerRef, requireGrantedPolicy } from "../consumers/consumer.service.js";
@@ -71,6 +87,8 @@ export function toApiKeyMessage(record: KeyRecord): ApiKey {
     consumerId: record.consumer?.id ?? "",
     consumerUsername: record.consumer?.username ?? "",
     credentialType: record.credentialType === "signing" ? CredentialType.SIGNING : CredentialType.TOKEN,
+    previousStart: record.previousToken?.start ?? "",
+    previousTokenExpiresOn: record.previousToken ? timestampFromDate(record.previousToken.expiresOn) : undefined,
   });
 }
 
@@ -201,50 +219,99 @@ export function getKey(db: Kysely<Database>, authority: Authority, rawId: string
   });
 }
 
-function encodePageToken(record: KeyRecord): string {
-  return Buffer.from(JSON.stringify([record.createdOn.toISOString(), record.id])).toString("base64url");
-}
+const KEY_ORDERS = {
+  created_on: { expr: sql`k.created_on`, kind: "time", nullable: false },
+  name: { expr: sql`k.name`, kind: "text", nullable: false },
+  last_used_on: { expr: sql`k.last_used_on`, kind: "time", nullable: true },
+  expires_on: { expr: sql`k.expires_on`, kind: "time", nullable: true },
+} satisfies Record<string, SortColumn>;
 
-function decodePageToken(token: string): { createdOn: Date; id: string } {
-  try {
-    const [createdOn, id] = JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as [string, string];
-    const date = new Date(createdOn);
-    if (!isWithinYears1To9999(date)) throw new Error("no key was created then");
-    return { createdOn: date, id: requireUuid("page_token", id) };
-  } catch {
-    throw invalidArgument("page_token is not one this service issued");
+const KEY_FILTER_FIELDS = ["name", "start", "policy", "consumer", "status"] as const;
+
+/** How far ahead status:expiring_soon looks. */
+export const EXPIRING_SOON_DAYS = 7;
+
+const STATUS_CONDITIONS: Record<string, RawBuilder<SqlBool>> = {
+  enabled: sql<SqlBool>`(k.enabled and (k.expires_on is null or k.expires_on > now()))`,
+  disabled: sql<SqlBool>`not k.enabled`,
+  expired: sql<SqlBool>`k.expires_on <= now()`,
+  expiring_soon: sql<SqlBool>`(k.expires_on > now() and k.expires_on <= now() + make_interval(days => ${EXPIRING_SOON_DAYS}))`,
+  never_used: sql<SqlBool>`k.last_used_on is null`,
+};
+
+function keyCondition(term: FilterTerm): RawBuilder<SqlBool> {
+  const pattern = containsPattern(term.value);
+  switch (term.field) {
+    case "":
+      return sql<SqlBool>`(k.name ilike ${pattern} or k.start ilike ${pattern})`;
+    case "name":
+      return sql<SqlBool>`k.name ilike ${pattern}`;
+    case "start":
+      return sql<SqlBool>`k.start ilike ${pattern}`;
+    case "policy":
+      return isUuid(term.value)
+        ? sql<SqlBool>`k.policy_id = ${term.value.toLowerCase()}`
+        : sql<SqlBool>`k.policy_id = (select id from policies where name = ${term.value})`;
+    case "consumer":
+      return isUuid(term.value)
+        ? sql<SqlBool>`k.consumer_id = ${term.value.toLowerCase()}`
+        : sql<SqlBool>`k.consumer_id = (select id from consumers where username = ${term.value})`;
+    default: {
+      const status = STATUS_CONDITIONS[term.value.toLowerCase().replace(/-/g, "_")];
+      if (status === undefined) {
+        throw invalidArgument(`status:${term.value} is not known; use ${Object.keys(STATUS_CONDITIONS).map((s) => `status:${s}`).join(", ")}`);
+      }
+      return status;
+    }
   }
 }
 
-/**
- * Lists keys oldest first, paged, optionally for one policy or consumer; a
- * consumer-scoped caller sees only its own consumer's keys.
- */
+/** Lists keys (a consumer-scoped caller: only its own consumer's), paged, filtered and ordered (see AdminGetApiKeysRequest); policies in full only for API_KEY_VIEW_FULL. */
 export function listKeys(
   db: Kysely<Database>,
   authority: Authority,
-  req: { pageSize: number; pageToken: string; policyId: string; consumer?: string },
-): Promise<{ apiKeys: ApiKey[]; nextPageToken: string }> {
+  req: {
+    pageSize: number;
+    pageToken: string;
+    policyId: string;
+    consumer?: string;
+    filter?: string;
+    orderBy?: string;
+    view?: ApiKeyView;
+  },
+): Promise<{ apiKeys: ApiKey[]; nextPageToken: string; totalSize: number }> {
   if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) {
     throw invalidArgument(`page_size must be between 0 and ${MAX_PAGE_SIZE}`);
   }
   const limit = req.pageSize || DEFAULT_PAGE_SIZE;
   const policyId = req.policyId === "" ? undefined : requireUuid("policy_id", req.policyId);
-  const after = req.pageToken === "" ? undefined : decodePageToken(req.pageToken);
   const consumerRef = req.consumer ? requireConsumerRef("consumer", req.consumer) : scopeOf(authority)?.id;
   if (consumerRef !== undefined) requireOwnConsumer(authority, consumerRef);
+  const view = req.view ?? ApiKeyView.UNSPECIFIED;
+  if (!(view in ApiKeyView)) throw invalidArgument(`view ${view} is not known`);
+  const full = view === ApiKeyView.FULL;
+  const conditions = parseFilter(req.filter ?? "", KEY_FILTER_FIELDS).map(keyCondition);
+  const ordering = parseOrderBy(req.orderBy ?? "", KEY_ORDERS, "created_on");
+  const digest = queryDigest(["keys", policyId, consumerRef, req.filter ?? "", ordering.name, ordering.descending]);
+  const after = req.pageToken === "" ? undefined : decodePageToken(req.pageToken, digest, ordering.column, isUuid);
   return withConnectErrors(async () => {
-    let consumerId: string | undefined;
+    if (policyId !== undefined) conditions.push(sql<SqlBool>`k.policy_id = ${policyId}`);
     if (consumerRef !== undefined) {
-      consumerId = (await findConsumer(db, consumerRef))?.id;
+      const consumerId = (await findConsumer(db, consumerRef))?.id;
       if (consumerId === undefined) throw notFound(`consumer ${consumerRef} not found`);
+      conditions.push(sql<SqlBool>`k.consumer_id = ${consumerId}`);
     }
-    const records = await repo.listKeyRecords(db, { limit: limit + 1, policyId, consumerId, after });
+    const { records, totalSize } = await repo.listKeyPage(db, { limit: limit + 1, conditions, ordering, after, permissions: full });
     const page = records.slice(0, limit);
     const last = page[page.length - 1];
     return {
-      apiKeys: page.map(toApiKeyMessage),
-      nextPageToken: records.length > limit && last ? encodePageToken(last) : "",
+      apiKeys: page.map(({ record }) => {
+        const message = toApiKeyMessage(record);
+        if (!full) message.policy = create(ApiKeyPolicySchema, { id: record.policy.id, name: record.policy.name });
+        return message;
+      }),
+      nextPageToken: records.length > limit && last ? encodePageToken(digest, last.cursor) : "",
+      totalSize,
     };
   });
 }
@@ -368,6 +435,7 @@ export function rotateKey(
         start: tokenStart(token),
         previous_token_hash: graceMs > 0 ? key.token_hash : null,
         previous_token_expires_on: graceMs > 0 ? new Date(Date.now() + graceMs) : null,
+        previous_start: graceMs > 0 ? key.start : null,
       });
       await notifyInvalidation(tx, { kind: "key", id });
       await hook?.(tx, id);
@@ -375,6 +443,26 @@ export function rotateKey(
     });
     return { apiKey, token };
   });
+}
+
+/** Ends a rotation's grace period at once: the previous token stops working; a no-op without one. */
+export function revokePreviousToken(db: Kysely<Database>, authority: Authority, rawId: string, hook?: KeyWriteHook): Promise<ApiKey> {
+  const id = requireUuid("id", rawId);
+  return withConnectErrors(() =>
+    db.transaction().execute(async (tx) => {
+      const key = await repo.lockKey(tx, id);
+      if (key === undefined) throw notFound(`API key ${id} not found`);
+      requireInScope(authority, id, key.consumer_id);
+      await requireAdministrablePolicy(tx, authority, key.policy_id);
+      if (key.previous_token_hash !== null) {
+        await repo.updateKey(tx, id, { previous_token_hash: null, previous_token_expires_on: null, previous_start: null });
+        // Verdicts cached for the previous token must go too.
+        await notifyInvalidation(tx, { kind: "key", id });
+      }
+      await hook?.(tx, id);
+      return toApiKeyMessage(await mustFind(tx, id));
+    }),
+  );
 }
 
 /**

@@ -1,4 +1,5 @@
-import { type Kysely, type Transaction, sql } from "kysely";
+import { type Kysely, type RawBuilder, type SqlBool, type Transaction, sql } from "kysely";
+import { type Cursor, type Ordering, afterCursor, orderByClause, sortKeySelection } from "../listing/list-query.js";
 import type { Database, NewPolicy, PolicyRow, PolicyUpdate } from "../db/schema.js";
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -29,8 +30,34 @@ async function attachPermissions(db: Db, policies: PolicyRow[]): Promise<PolicyW
   return policies.map((p) => ({ ...p, permissions: byPolicy.get(p.id) ?? [] }));
 }
 
-export async function listPolicies(db: Db): Promise<PolicyWithPermissions[]> {
-  return attachPermissions(db, await db.selectFrom("policies").selectAll().orderBy("name").orderBy("id").execute());
+/**
+ * A page of policies (p) matching every condition, in `ordering` after `after`
+ * (`limit` undefined: all of them), and how many match in all.
+ */
+export async function listPolicyPage(
+  db: Db,
+  options: { limit?: number; conditions: readonly RawBuilder<SqlBool>[]; ordering: Ordering<string>; after?: Cursor },
+): Promise<{ policies: Array<{ policy: PolicyWithPermissions; cursor: Cursor }>; totalSize: number }> {
+  const { conditions, ordering, after } = options;
+  const where = conditions.length === 0 ? sql<SqlBool>`true` : sql<SqlBool>`${sql.join(conditions, sql` and `)}`;
+  let page = db
+    .selectFrom("policies as p")
+    .selectAll("p")
+    .select(sortKeySelection(ordering.column).as("sort_key"))
+    .where(where)
+    .orderBy(orderByClause(ordering, sql.ref("p.id")));
+  if (options.limit !== undefined) page = page.limit(options.limit);
+  if (after !== undefined) page = page.where(afterCursor(ordering, after, sql.ref("p.id")));
+  const count = db.selectFrom("policies as p").select(sql<string>`count(*)::text`.as("count")).where(where);
+  const [rows, total] = await Promise.all([page.execute(), count.executeTakeFirstOrThrow()]);
+  const withPermissions = await attachPermissions(
+    db,
+    rows.map(({ sort_key: _, ...row }) => row),
+  );
+  return {
+    policies: withPermissions.map((policy, i) => ({ policy, cursor: { value: rows[i]!.sort_key, id: policy.id } })),
+    totalSize: Number(total.count),
+  };
 }
 
 export async function findPolicy(db: Db, id: string): Promise<PolicyWithPermissions | undefined> {

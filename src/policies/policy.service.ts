@@ -1,11 +1,20 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { Kysely, Transaction } from "kysely";
+import { type Kysely, type RawBuilder, type SqlBool, type Transaction, sql } from "kysely";
+import {
+  type FilterTerm,
+  type SortColumn,
+  containsPattern,
+  decodePageToken,
+  encodePageToken,
+  parseFilter,
+  parseOrderBy,
+  queryDigest,
+} from "../listing/list-query.js";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Database } from "../db/schema.js";
 import { type Authority, actorKeyId, requireHeldAdminPermissions, requireUnscoped, scopeOf } from "../auth/authority.js";
-import { grantedPolicyIds } from "../consumers/consumer.repository.js";
-import { invalidArgument, notFound, requireName, requireUuid, withConnectErrors } from "../errors.js";
+import { invalidArgument, isUuid, notFound, requireName, requireUuid, withConnectErrors } from "../errors.js";
 import type {
   AdminCreateApiKeyPolicyRequest,
   AdminUpdateApiKeyPolicyRequest,
@@ -14,7 +23,7 @@ import { type ApiKeyPolicy, ApiKeyPolicySchema } from "../gen/apikeys/v1/resourc
 import { notifyInvalidation } from "../invalidation/invalidation.js";
 import { requirePermissionNames } from "../permissions/permission-name.js";
 import { findUnknownPermissions } from "../permissions/permission.repository.js";
-import { deleteKeysOfPolicy } from "../keys/key.repository.js";
+import { countKeysBy, deleteKeysOfPolicy } from "../keys/key.repository.js";
 import { resolveUpdateMask } from "../update-mask.js";
 import * as repo from "./policy.repository.js";
 
@@ -74,6 +83,61 @@ function describePolicy(policy: { id: string; name: string }): string {
   return `policy ${policy.name} (${policy.id})`;
 }
 
+const MAX_PAGE_SIZE = 1000;
+
+const POLICY_ORDERS = {
+  name: { expr: sql`p.name`, kind: "text", nullable: false },
+  created_on: { expr: sql`p.created_on`, kind: "time", nullable: false },
+} satisfies Record<string, SortColumn>;
+
+function policyCondition(term: FilterTerm): RawBuilder<SqlBool> {
+  if (term.field === "permission") {
+    return sql<SqlBool>`exists (select 1 from policy_permissions pp where pp.policy_id = p.id and pp.permission = ${term.value})`;
+  }
+  return sql<SqlBool>`p.name ilike ${containsPattern(term.value)}`;
+}
+
+/** Lists policies (a consumer-scoped caller: only those granted to it; see AdminGetApiKeyPoliciesRequest): every one unless page_size is set. */
+export function listPolicies(
+  db: Kysely<Database>,
+  authority: Authority,
+  req: { pageSize: number; pageToken: string; filter: string; orderBy: string },
+): Promise<{ policies: ApiKeyPolicy[]; nextPageToken: string; totalSize: number; apiKeyCounts: Record<string, number> }> {
+  if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) {
+    throw invalidArgument(`page_size must be between 0 and ${MAX_PAGE_SIZE}`);
+  }
+  const conditions = parseFilter(req.filter, ["name", "permission"]).map(policyCondition);
+  const scope = scopeOf(authority);
+  // A consumer-scoped caller sees only the policies granted to its consumer.
+  if (scope !== undefined) {
+    conditions.push(sql<SqlBool>`exists (select 1 from consumer_policies cp where cp.policy_id = p.id and cp.consumer_id = ${scope.id})`);
+  }
+  const ordering = parseOrderBy(req.orderBy, POLICY_ORDERS, "name");
+  const digest = queryDigest(["policies", req.filter, ordering.name, ordering.descending]);
+  const after = req.pageToken === "" ? undefined : decodePageToken(req.pageToken, digest, ordering.column, isUuid);
+  const limit = req.pageSize === 0 ? undefined : req.pageSize;
+  return withConnectErrors(async () => {
+    const { policies, totalSize } = await repo.listPolicyPage(db, {
+      limit: limit === undefined ? undefined : limit + 1,
+      conditions,
+      ordering,
+      after,
+    });
+    const page = limit === undefined ? policies : policies.slice(0, limit);
+    const last = page[page.length - 1];
+    return {
+      policies: page.map(({ policy }) => toPolicyMessage(policy)),
+      nextPageToken: limit !== undefined && policies.length > limit && last ? encodePageToken(digest, last.cursor) : "",
+      totalSize,
+      apiKeyCounts: await countKeysBy(
+        db,
+        "policy_id",
+        page.map(({ policy }) => policy.id),
+      ),
+    };
+  });
+}
+
 /**
  * The no-escalation rule for anything done to or with a policy (a key on it, a
  * grant of it): the caller must hold the policy's `apikeys:` permissions itself.
@@ -88,17 +152,6 @@ export async function requireAdministrablePolicy(
   if (authority.kind === "server") return;
   const policy = await repo.findPolicy(db, policyId);
   if (policy !== undefined) requireHeldAdminPermissions(authority, describePolicy(policy), policy.permissions);
-}
-
-/** Lists policies by name; a consumer-scoped caller sees only those granted to its consumer. */
-export function listPolicies(db: Kysely<Database>, authority: Authority): Promise<ApiKeyPolicy[]> {
-  const scope = scopeOf(authority);
-  return withConnectErrors(async () => {
-    const policies = await repo.listPolicies(db);
-    if (scope === undefined) return policies.map(toPolicyMessage);
-    const granted = new Set((await grantedPolicyIds(db, [scope.id])).get(scope.id));
-    return policies.filter((p) => granted.has(p.id)).map(toPolicyMessage);
-  });
 }
 
 /**

@@ -46,13 +46,18 @@ export function adminService(ctx: AppContext): ServiceImpl<typeof ApiKeysAdminSe
       ctx.verifier.invalidate({ kind: "key", id: rotated.apiKey.id });
       return rotated;
     },
+    async adminRevokePreviousToken(req, call) {
+      const apiKey = await keys.revokePreviousToken(ctx.db, authorityOf(call.values), req.id, auditHook(call.values));
+      ctx.verifier.invalidate({ kind: "key", id: apiKey.id });
+      return { apiKey };
+    },
     async adminDeleteApiKey(req, call) {
       const apiKeyDeleted = await keys.deleteKey(ctx.db, authorityOf(call.values), req.id, auditHook(call.values));
       ctx.verifier.invalidate({ kind: "key", id: apiKeyDeleted.id });
       return { apiKeyDeleted };
     },
-    async adminGetApiKeyPolicies(_req, call) {
-      return { policies: await policies.listPolicies(ctx.db, authorityOf(call.values)) };
+    async adminGetApiKeyPolicies(req, call) {
+      return policies.listPolicies(ctx.db, authorityOf(call.values), req);
     },
     async adminCreateApiKeyPolicy(req, call) {
       return { policy: await policies.createPolicy(ctx.db, req, authorityOf(call.values), auditHook(call.values)) };

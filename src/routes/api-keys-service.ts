@@ -6,6 +6,7 @@ import { sql } from "kysely";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { authenticatedKey, peerAddress } from "../auth/auth-context.js";
 import { authorityOf, scopeOf } from "../auth/authority.js";
+import { REFUSALS, tokenFromHeaders } from "@apikeys/client";
 import { isGuess } from "../auth/auth-interceptor.js";
 import { methodRequirement } from "../permissions/declarations.js";
 import { invalidArgument } from "../errors.js";

@@ -20,6 +20,8 @@ export interface KeyRecord {
   rateLimit: RateLimit | null;
   /** "signing" keys authenticate with HS256 JWTs instead of a bearer token. */
   credentialType: CredentialTypeName;
+  /** The token a rotation replaced, while its grace period lasts. */
+  previousToken?: { start: string; expiresOn: Date } | null;
   /** The consumer holding the key, if any. */
   consumer: { id: string; username: string } | null;
   policy: {

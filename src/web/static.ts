@@ -37,6 +37,31 @@ interface StaticFile {
   body: Buffer;
   etag: string;
   contentType: string;
+  /** The build's Brotli and gzip copies of the body, when it made them. */
+  br?: Buffer;
+  gzip?: Buffer;
+}
+
+/** A precompressed copy written beside `path` by the build (scripts/compress-web.mjs), unless older than it. */
+async function sibling(path: string, suffix: ".br" | ".gz", mtimeMs: number): Promise<Buffer | undefined> {
+  const info = await stat(path + suffix).catch(() => undefined);
+  if (!info?.isFile() || info.mtimeMs < mtimeMs) return undefined;
+  return readFile(path + suffix);
+}
+
+/** The encoding to answer with: the smallest the client accepts (q=0 refuses one). */
+function chooseEncoding(acceptEncoding: string | undefined, file: StaticFile): "br" | "gzip" | undefined {
+  if (acceptEncoding === undefined) return undefined;
+  const accepted = new Set<string>();
+  for (const part of acceptEncoding.toLowerCase().split(",")) {
+    const [name = "", ...params] = part.trim().split(";");
+    const q = params.map((p) => p.trim()).find((p) => p.startsWith("q="));
+    if (q !== undefined && Number(q.slice(2)) === 0) continue;
+    accepted.add(name.trim());
+  }
+  if (file.br !== undefined && accepted.has("br")) return "br";
+  if (file.gzip !== undefined && (accepted.has("gzip") || accepted.has("*"))) return "gzip";
+  return undefined;
 }
 
 type Request = Parameters<HttpHandler>[0];
@@ -49,39 +74,52 @@ type Response = Parameters<HttpHandler>[1];
  */
 export function dashboardHandler(dir: string = DASHBOARD_DIR): HttpHandler {
   const root = resolve(dir);
-  const cache = new Map<string, { mtimeMs: number; file: StaticFile }>();
+  // Promises, so concurrent first requests for a file read and compress it once.
+  const cache = new Map<string, { mtimeMs: number; file: Promise<StaticFile> }>();
+
+  async function readStatic(path: string, mtimeMs: number): Promise<StaticFile> {
+    const [body, br, gzip] = await Promise.all([readFile(path), sibling(path, ".br", mtimeMs), sibling(path, ".gz", mtimeMs)]);
+    return {
+      body,
+      etag: `"${createHash("sha256").update(body).digest("base64url").slice(0, 27)}"`,
+      contentType: CONTENT_TYPES[extname(path)] ?? "application/octet-stream",
+      ...(br !== undefined && { br }),
+      ...(gzip !== undefined && { gzip }),
+    };
+  }
 
   async function load(path: string): Promise<StaticFile | undefined> {
     const info = await stat(path).catch(() => undefined);
     if (!info?.isFile()) return undefined;
     const hit = cache.get(path);
     if (hit && hit.mtimeMs === info.mtimeMs) return hit.file;
-    const body = await readFile(path);
-    const file = {
-      body,
-      etag: `"${createHash("sha256").update(body).digest("base64url").slice(0, 27)}"`,
-      contentType: CONTENT_TYPES[extname(path)] ?? "application/octet-stream",
-    };
+    const file = readStatic(path, info.mtimeMs);
     cache.set(path, { mtimeMs: info.mtimeMs, file });
+    file.catch(() => cache.delete(path));
     return file;
   }
 
   function send(req: Request, res: Response, file: StaticFile, cacheControl: string): void {
+    const encoding = chooseEncoding(req.headers["accept-encoding"], file);
+    const body = encoding === undefined ? file.body : file[encoding]!;
     const headers: Record<string, string> = {
       "content-type": file.contentType,
       "cache-control": cacheControl,
-      etag: file.etag,
+      // One ETag per representation, so a cache never serves one encoding for another.
+      etag: encoding === undefined ? file.etag : `${file.etag.slice(0, -1)}-${encoding}"`,
       "x-content-type-options": "nosniff",
+      ...((file.br !== undefined || file.gzip !== undefined) && { vary: "accept-encoding" }),
+      ...(encoding !== undefined && { "content-encoding": encoding }),
       ...(file.contentType.startsWith("text/html") && HTML_HEADERS),
     };
-    if (req.headers["if-none-match"] === file.etag) {
+    if (req.headers["if-none-match"] === headers.etag) {
       res.writeHead(304, headers);
       res.end();
       return;
     }
-    res.writeHead(200, { ...headers, "content-length": String(file.body.length) });
+    res.writeHead(200, { ...headers, "content-length": String(body.length) });
     if (req.method === "HEAD") res.end();
-    else res.end(file.body);
+    else res.end(body);
   }
 
   return async (req, res) => {

@@ -144,13 +144,13 @@ describe("admin dashboard in a real browser", () => {
     await shot(page, "05-key-form");
     await keyDialog.getByRole("button", { name: "Create key" }).click();
     const reveal = page.getByRole("dialog", { name: "API key created" });
-    const tokenInput = reveal.getByTestId("new-token");
-    await expect.poll(() => tokenInput.inputValue()).toMatch(/^ak_/);
-    const token = await tokenInput.inputValue();
-    await reveal.getByRole("button", { name: "Copy" }).click();
+    const tokenBlock = reveal.getByTestId("new-token");
+    await expect.poll(() => tokenBlock.textContent()).toMatch(/^ak_/);
+    const token = (await tokenBlock.textContent())!;
+    await reveal.getByRole("button", { name: "Copy", exact: true }).click();
     await expect.poll(() => reveal.getByText("Copied to the clipboard.").isVisible()).toBe(true);
     expect(await page.evaluate<string>("navigator.clipboard.readText()")).toBe(token);
-    expect(await reveal.getByRole("alert").textContent()).toContain("shown only once");
+    expect(await reveal.getByText("Copy this token now.").isVisible()).toBe(true);
     await shot(page, "06-key-token");
     await reveal.getByRole("button", { name: "I have copied the token" }).click();
     await expect.poll(() => page.content()).not.toContain(token);
@@ -220,12 +220,14 @@ describe("admin dashboard in a real browser", () => {
     const row = page.getByRole("row", { name: /report-job/ });
     await row.getByRole("button", { name: "Rotate report-job" }).click();
     const rotate = page.getByRole("dialog", { name: "Rotate report-job" });
+    await rotate.getByLabel("The current token stops working").selectOption({ label: "Immediately" });
     await rotate.getByRole("button", { name: "Rotate token" }).click();
     const reveal = page.getByRole("dialog", { name: "Token rotated" });
-    await expect.poll(() => reveal.getByTestId("new-token").inputValue()).toMatch(/^ak_/);
-    const rotated = await reveal.getByTestId("new-token").inputValue();
+    await expect.poll(() => reveal.getByTestId("new-token").textContent()).toMatch(/^ak_/);
+    const rotated = (await reveal.getByTestId("new-token").textContent())!;
     expect(rotated).not.toBe(created.token);
     await reveal.getByRole("button", { name: "I have copied the token" }).click();
+    await reveal.getByRole("button", { name: "Close without copying" }).click();
     expect((await clients.data.verifyToken({ token: rotated })).valid).toBe(true);
     await expect.poll(async () => (await clients.data.verifyToken({ token: created.token })).code).toBe(VerifyCode.NOT_FOUND);
 
@@ -235,7 +237,8 @@ describe("admin dashboard in a real browser", () => {
     await edit.getByText("Description, expiry, allowed networks, environment").click();
     await edit.getByLabel("Environment (JSON object)").fill("region=eu");
     await edit.getByRole("button", { name: "Save" }).click();
-    await expect.poll(() => edit.getByRole("alert").textContent()).toContain("not valid JSON");
+    await expect.poll(() => edit.getByText(/not valid JSON/).isVisible()).toBe(true);
+    expect(await edit.getByLabel("Environment (JSON object)").getAttribute("aria-invalid")).toBe("true");
     await edit.getByLabel("Environment (JSON object)").fill("");
     const taken = (await clients.admin.adminGetApiKeys({})).apiKeys.find((k) => k.name !== "report-job")!.name;
     await edit.getByLabel("Name").fill(taken);
@@ -301,8 +304,10 @@ describe("admin dashboard in a real browser", () => {
     await keyDialog.getByLabel("Policy").selectOption({ label: "payments (1 permission)" });
     await keyDialog.getByRole("button", { name: "Create key" }).click();
     const reveal = page.getByRole("dialog", { name: "API key created" });
-    await expect.poll(() => reveal.getByTestId("new-token").inputValue()).toMatch(/^ak_/);
-    const token = await reveal.getByTestId("new-token").inputValue();
+    await expect.poll(() => reveal.getByTestId("new-token").textContent()).toMatch(/^ak_/);
+    const token = (await reveal.getByTestId("new-token").textContent())!;
+    await reveal.getByRole("button", { name: "Copy as env var" }).click();
+    await expect.poll(() => page.evaluate<string>("navigator.clipboard.readText()")).toBe(`PAYMENTS_GATEWAY_API_KEY=${token}`);
     await reveal.getByRole("button", { name: "I have copied the token" }).click();
     await expect.poll(() => page.getByRole("row", { name: /payments-gateway/ }).textContent()).toContain("Consumer: payments-team");
     expect((await clients.data.verifyToken({ token })).valid).toBe(true);
@@ -325,11 +330,13 @@ describe("admin dashboard in a real browser", () => {
 
     await page.getByRole("link", { name: "Audit log" }).click();
     const deleted = page.getByRole("row", { name: /AdminDeleteConsumer/ });
-    await expect.poll(() => deleted.count()).toBeGreaterThan(0);
+    // One row per call, with its outcome.
+    await expect.poll(() => deleted.count()).toBe(1);
+    expect(await deleted.textContent()).toContain("Success");
     expect(await page.getByRole("row", { name: /AdminGetApiKeys\b/ }).count()).toBe(0);
-    await page.getByLabel("Include reads").check();
+    await page.getByLabel("Show").selectOption({ label: "Everything" });
     await expect.poll(() => page.getByRole("row", { name: /AdminGetApiKeys\b/ }).count()).toBeGreaterThan(0);
-    await page.getByLabel("Target id").fill(consumer.id);
+    await page.getByLabel("Target").fill(consumer.id);
     await page.getByRole("button", { name: "Filter" }).click();
     const filtered = async () => (await page.getByRole("row").allTextContents()).slice(1);
     await expect.poll(async () => (await filtered()).length).toBeGreaterThan(0);

@@ -8,6 +8,7 @@ import { PermissionsPage } from "./PermissionsPage.js";
 import { PoliciesPage } from "./PoliciesPage.js";
 import { navigate, PAGES, usePage } from "./router.js";
 import { SignIn } from "./SignIn.js";
+import { retryNow, useOffline, useSelf } from "./session.js";
 
 const SESSION_ENDED = "apikeys:session-ended";
 
@@ -79,6 +80,7 @@ export function App() {
           Sign out
         </button>
       </header>
+      <Banners />
       <main id="main" tabIndex={-1}>
         {page === "/keys" && <KeysPage />}
         {page === "/policies" && <PoliciesPage />}
@@ -87,5 +89,42 @@ export function App() {
         {page === "/audit" && <AuditPage />}
       </main>
     </div>
+  );
+}
+
+/** Offline (with Retry) and "signed in with the bootstrap key" banners, above every page. */
+function Banners() {
+  const offline = useOffline();
+  const self = useSelf();
+  const queryClient = useQueryClient();
+  const [retrying, setRetrying] = useState(false);
+  return (
+    <>
+      {offline && (
+        <div className="banner offline" role="alert">
+          <span>
+            <strong>The server cannot be reached.</strong> What you see may be out of date; changes are disabled until it
+            answers again.
+          </span>
+          <button
+            type="button"
+            className="secondary"
+            disabled={retrying}
+            onClick={() => {
+              setRetrying(true);
+              void retryNow(queryClient).finally(() => setRetrying(false));
+            }}
+          >
+            {retrying ? "Retrying…" : "Retry"}
+          </button>
+        </div>
+      )}
+      {self.isBootstrap && (
+        <div className="banner bootstrap" role="note">
+          You are signed in with the <strong>bootstrap key</strong>, which can do everything. Create an admin key for
+          yourself, sign in with it, then disable or delete the bootstrap key.
+        </div>
+      )}
+    </>
   );
 }

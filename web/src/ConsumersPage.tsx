@@ -1,12 +1,12 @@
 import { useMutation, useQuery } from "@connectrpc/connect-query";
-import { useQueryClient } from "@tanstack/react-query";
 import { type FormEvent, useId, useMemo, useState } from "react";
 import { ApiKeysAdminService } from "../../src/gen/apikeys/v1/admin_pb.js";
 import type { Consumer } from "../../src/gen/apikeys/v1/consumers_pb.js";
 import { adminClient } from "./api.js";
 import { Dialog, Empty, ErrorMessage, Loading, Notice } from "./components.js";
 import { formatTime, isoTime, plural } from "./format.js";
-import { useAllConsumers, useAllKeys } from "./queries.js";
+import { LISTED_KEYS, useAllConsumers, useKeyPreview } from "./queries.js";
+import { useInvalidate } from "./session.js";
 
 const admin = ApiKeysAdminService.method;
 
@@ -14,18 +14,12 @@ type Modal = { kind: "create" } | { kind: "grants"; consumer: Consumer } | { kin
 
 export function ConsumersPage() {
   const consumers = useAllConsumers();
-  const keys = useAllKeys();
   const [modal, setModal] = useState<Modal>();
   const [notice, setNotice] = useState<string>();
   const close = () => setModal(undefined);
 
-  const keyCounts = useMemo(() => {
-    const counts = new Map<string, number>();
-    for (const k of keys.data ?? []) if (k.consumerId !== "") counts.set(k.consumerId, (counts.get(k.consumerId) ?? 0) + 1);
-    return counts;
-  }, [keys.data]);
-
-  const list = consumers.data ?? [];
+  const keyCounts = consumers.data?.apiKeyCounts;
+  const list = consumers.data?.consumers ?? [];
   return (
     <section aria-labelledby="consumers-title">
       <div className="page-header">
@@ -81,7 +75,7 @@ export function ConsumersPage() {
                       </ul>
                     )}
                   </td>
-                  <td data-label="Keys">{keys.data === undefined ? "…" : (keyCounts.get(c.id) ?? 0)}</td>
+                  <td data-label="Keys">{keyCounts?.get(c.id) ?? 0}</td>
                   <td data-label="Created">
                     <time dateTime={isoTime(c.createdOn)}>{formatTime(c.createdOn)}</time>
                   </td>
@@ -145,8 +139,8 @@ export function ConsumersPage() {
 
 function CreateConsumerDialog(props: { onClose: () => void; onCreated: (username: string) => void }) {
   const [username, setUsername] = useState("");
-  const queryClient = useQueryClient();
-  const create = useMutation(admin.adminCreateConsumer, { onSuccess: () => queryClient.invalidateQueries() });
+  const invalidate = useInvalidate();
+  const create = useMutation(admin.adminCreateConsumer, { onSuccess: () => invalidate("consumers", "AdminGetAuditEvents") });
   const ids = { username: useId(), hint: useId() };
 
   async function submit(e: FormEvent) {
@@ -193,7 +187,7 @@ function GrantsDialog(props: { consumer: Consumer; onClose: () => void; onSaved:
   const [selected, setSelected] = useState<Set<string>>(() => new Set(granted));
   const [error, setError] = useState<unknown>();
   const [pending, setPending] = useState(false);
-  const queryClient = useQueryClient();
+  const invalidate = useInvalidate();
 
   async function submit(e: FormEvent) {
     e.preventDefault();
@@ -205,11 +199,11 @@ function GrantsDialog(props: { consumer: Consumer; onClose: () => void; onSaved:
       // Grants first: if the revoke is refused (a key still uses the policy), the grants are kept and the error says why.
       if (grant.length > 0) await adminClient.adminGrantConsumerPolicies({ consumer: props.consumer.id, policyIds: grant });
       if (revoke.length > 0) await adminClient.adminRevokeConsumerPolicies({ consumer: props.consumer.id, policyIds: revoke });
-      await queryClient.invalidateQueries();
+      await invalidate("consumers", "AdminGetConsumer", "AdminGetAuditEvents");
       props.onSaved();
     } catch (err) {
       setError(err);
-      await queryClient.invalidateQueries();
+      await invalidate("consumers", "AdminGetConsumer", "AdminGetAuditEvents");
     } finally {
       setPending(false);
     }
@@ -266,16 +260,17 @@ function PolicyCheckbox(props: { name: string; description: string; checked: boo
 }
 
 function DeleteConsumerDialog(props: { consumer: Consumer; onClose: () => void; onDeleted: (keysDeleted: number) => void }) {
-  const queryClient = useQueryClient();
+  const invalidate = useInvalidate();
   const remove = useMutation(admin.adminDeleteConsumer, {
     onSuccess: async (res) => {
-      await queryClient.invalidateQueries();
+      await invalidate("consumers", "AdminGetConsumer", "AdminGetApiKeys", "AdminGetApiKey", "api-keys", "AdminGetAuditEvents");
       props.onDeleted(res.apiKeysDeleted);
     },
   });
   // Counted fresh when the dialog opens; no longer asked once the delete is under way, as the consumer is going away.
-  const keys = useAllKeys({ consumer: props.consumer.id }, true, !remove.isPending && !remove.isSuccess);
-  const count = keys.data?.length;
+  const keys = useKeyPreview({ consumer: props.consumer.id }, !remove.isPending && !remove.isSuccess);
+  const count = keys.data?.totalSize;
+  const names = keys.data?.apiKeys.map((k) => k.name).join(", ");
   return (
     <Dialog title={`Delete consumer ${props.consumer.username}?`} onClose={props.onClose}>
       {keys.isFetching && <Loading what="the consumer's keys" />}
@@ -284,7 +279,7 @@ function DeleteConsumerDialog(props: { consumer: Consumer; onClose: () => void; 
         <p className={count > 0 ? "warning" : undefined}>
           {count === 0
             ? "The consumer holds no keys."
-            : `This also deletes its ${plural(count, "API key")} (${keys.data?.map((k) => k.name).join(", ")}); their tokens stop working at once.`}
+            : `This also deletes its ${plural(count, "API key")} (${names}${count > LISTED_KEYS ? ` and ${count - LISTED_KEYS} more` : ""}); their tokens stop working at once.`}
         </p>
       )}
       <ErrorMessage error={remove.error} />

@@ -73,6 +73,7 @@ export function PermissionPicker(props: {
         {groups.map(([service, perms]) => (
           <fieldset key={service} className="picker-group">
             <legend>{service}</legend>
+            <ServiceToggle service={service} permissions={perms} selected={props.selected} onChange={props.onChange} />
             {perms.map((p) => (
               <PermissionCheckbox key={p.name} permission={p} checked={props.selected.has(p.name)} onToggle={toggle} />
             ))}
@@ -95,5 +96,31 @@ function PermissionCheckbox(props: { permission: Permission; checked: boolean; o
         <span className="description">{p.description || "No description."}</span>
       </label>
     </div>
+  );
+}
+
+/** Selects or clears every (shown) permission of one service at once. */
+function ServiceToggle(props: {
+  service: string;
+  permissions: readonly Permission[];
+  selected: ReadonlySet<string>;
+  onChange: (selected: Set<string>) => void;
+}) {
+  const all = props.permissions.every((p) => props.selected.has(p.name));
+  return (
+    <button
+      type="button"
+      className="link-button select-all"
+      onClick={() => {
+        const next = new Set(props.selected);
+        for (const p of props.permissions) {
+          if (all) next.delete(p.name);
+          else next.add(p.name);
+        }
+        props.onChange(next);
+      }}
+    >
+      {all ? `Clear all of ${props.service}` : `Select all of ${props.service}`}
+    </button>
   );
 }

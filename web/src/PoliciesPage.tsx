@@ -1,11 +1,11 @@
 import { useMutation, useQuery } from "@connectrpc/connect-query";
-import { useQueryClient } from "@tanstack/react-query";
-import { type FormEvent, useId, useMemo, useState } from "react";
+import { type FormEvent, useId, useState } from "react";
 import { ApiKeysAdminService } from "../../src/gen/apikeys/v1/admin_pb.js";
 import type { ApiKeyPolicy } from "../../src/gen/apikeys/v1/resources_pb.js";
 import { Dialog, Empty, ErrorMessage, Loading, Notice } from "./components.js";
 import { formatTime, isoTime, plural } from "./format.js";
-import { useAllKeys } from "./queries.js";
+import { LISTED_KEYS, useKeyPreview } from "./queries.js";
+import { useInvalidate, useOffline, useSelf } from "./session.js";
 import { PermissionPicker } from "./PermissionPicker.js";
 
 const admin = ApiKeysAdminService.method;
@@ -14,27 +14,28 @@ type Modal = { kind: "create" } | { kind: "edit"; policy: ApiKeyPolicy } | { kin
 
 export function PoliciesPage() {
   const policies = useQuery(admin.adminGetApiKeyPolicies, {});
-  const keys = useAllKeys();
   const [modal, setModal] = useState<Modal>();
   const [notice, setNotice] = useState<string>();
   const close = () => setModal(undefined);
-
-  const keyCounts = useMemo(() => {
-    const counts = new Map<string, number>();
-    for (const k of keys.data ?? []) if (k.policy) counts.set(k.policy.id, (counts.get(k.policy.id) ?? 0) + 1);
-    return counts;
-  }, [keys.data]);
+  const self = useSelf();
+  const offline = useOffline();
+  const writeBlocked = offline ? "The server cannot be reached" : self.lacks("apikeys:policies.write");
 
   const list = policies.data?.policies ?? [];
   return (
     <section aria-labelledby="policies-title">
       <div className="page-header">
         <h1 id="policies-title">Policies</h1>
-        <button type="button" className="primary" onClick={() => setModal({ kind: "create" })}>
+        <button type="button" className="primary" disabled={writeBlocked !== undefined} title={writeBlocked} onClick={() => setModal({ kind: "create" })}>
           New policy
         </button>
       </div>
       <p className="muted">A policy is a named set of permissions. Changing one changes every key that uses it, at once.</p>
+      {writeBlocked !== undefined && !offline && (
+        <p className="notice read-only" role="note">
+          Read-only: {writeBlocked.replace(/^Your key/, "your key")}, so creating, editing and deleting policies are disabled.
+        </p>
+      )}
       <Notice message={notice} onDismiss={() => setNotice(undefined)} />
       {policies.isPending && <Loading what="policies" />}
       <ErrorMessage error={policies.error} />
@@ -78,15 +79,29 @@ export function PoliciesPage() {
                       ))}
                     </ul>
                   </td>
-                  <td data-label="Keys">{keys.data === undefined ? "…" : (keyCounts.get(p.id) ?? 0)}</td>
+                  <td data-label="Keys">{policies.data?.apiKeyCounts[p.id] ?? 0}</td>
                   <td data-label="Updated">
                     <time dateTime={isoTime(p.updatedOn)}>{formatTime(p.updatedOn)}</time>
                   </td>
                   <td className="actions">
-                    <button type="button" className="secondary" aria-label={`Edit ${p.name}`} onClick={() => setModal({ kind: "edit", policy: p })}>
+                    <button
+                      type="button"
+                      className="secondary"
+                      aria-label={`Edit ${p.name}`}
+                      disabled={writeBlocked !== undefined}
+                      title={writeBlocked}
+                      onClick={() => setModal({ kind: "edit", policy: p })}
+                    >
                       Edit
                     </button>
-                    <button type="button" className="danger" aria-label={`Delete ${p.name}`} onClick={() => setModal({ kind: "delete", policy: p })}>
+                    <button
+                      type="button"
+                      className="danger"
+                      aria-label={`Delete ${p.name}`}
+                      disabled={writeBlocked !== undefined}
+                      title={writeBlocked}
+                      onClick={() => setModal({ kind: "delete", policy: p })}
+                    >
                       Delete
                     </button>
                   </td>
@@ -136,8 +151,9 @@ function PolicyForm(props: { existing?: ApiKeyPolicy; onClose: () => void; onSav
   const [name, setName] = useState(existing?.name ?? "");
   const [description, setDescription] = useState(existing?.description ?? "");
   const [selected, setSelected] = useState<Set<string>>(() => new Set(existing?.permissions));
-  const queryClient = useQueryClient();
-  const onSuccess = () => queryClient.invalidateQueries();
+  const invalidate = useInvalidate();
+  // Keys embed their policy's name, consumers their granted policies.
+  const onSuccess = () => invalidate("AdminGetApiKeyPolicies", "AdminGetApiKeys", "AdminGetApiKey", "consumers", "AdminGetAuditEvents");
   const create = useMutation(admin.adminCreateApiKeyPolicy, { onSuccess });
   const update = useMutation(admin.adminUpdateApiKeyPolicy, { onSuccess });
   const ids = { name: useId(), description: useId() };
@@ -193,8 +209,20 @@ function PolicyForm(props: { existing?: ApiKeyPolicy; onClose: () => void; onSav
           ) : (
             <PermissionPicker catalogue={catalogue.data.permissions} selected={selected} onChange={setSelected} />
           ))}
+        {catalogue.data !== undefined && selected.size === 0 && (
+          <p className="warning" data-testid="empty-policy-warning">
+            No permission is selected: keys of this policy will be refused everything they ask for.
+          </p>
+        )}
+        {[...selected].some((p) => p.startsWith("apikeys:")) && (
+          <p className="warning" data-testid="admin-grant-warning">
+            <strong>Admin rights:</strong> this policy grants{" "}
+            {[...selected].filter((p) => p.startsWith("apikeys:")).sort().join(", ")}, which let its keys manage keys, policies or
+            the audit log of this service.
+          </p>
+        )}
         <ErrorMessage error={create.error ?? update.error} />
-        <div className="dialog-actions">
+        <div className="dialog-actions sticky">
           <button type="button" className="secondary" onClick={props.onClose}>
             Cancel
           </button>
@@ -207,19 +235,17 @@ function PolicyForm(props: { existing?: ApiKeyPolicy; onClose: () => void; onSav
   );
 }
 
-const LISTED_KEYS = 10;
-
 function DeletePolicyDialog(props: { policy: ApiKeyPolicy; onClose: () => void; onDeleted: (keysDeleted: number) => void }) {
-  const queryClient = useQueryClient();
+  const invalidate = useInvalidate();
   const remove = useMutation(admin.adminDeleteApiKeyPolicy, {
     onSuccess: async (res) => {
-      await queryClient.invalidateQueries();
+      await invalidate("AdminGetApiKeyPolicies", "AdminGetApiKeys", "AdminGetApiKey", "api-keys", "consumers", "AdminGetAuditEvents");
       props.onDeleted(res.apiKeysDeleted);
     },
   });
   // Counted fresh when the dialog opens; no longer asked once the delete is under way, as the policy is going away.
-  const keys = useAllKeys({ policyId: props.policy.id }, true, !remove.isPending && !remove.isSuccess);
-  const count = keys.data?.length;
+  const keys = useKeyPreview({ policyId: props.policy.id }, !remove.isPending && !remove.isSuccess);
+  const count = keys.data?.totalSize;
 
   return (
     <Dialog title={`Delete policy ${props.policy.name}?`} onClose={props.onClose}>
@@ -236,7 +262,7 @@ function DeletePolicyDialog(props: { policy: ApiKeyPolicy; onClose: () => void; 
                 working at once. This cannot be undone.
               </p>
               <ul className="key-list">
-                {keys.data?.slice(0, LISTED_KEYS).map((k) => (
+                {keys.data?.apiKeys.map((k) => (
                   <li key={k.id}>
                     {k.name} <code>{k.start}…</code>
                   </li>

@@ -1,7 +1,7 @@
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 // The SDK's browser-safe entry: the generated services alone, without Node APIs.
-import { type ApiKey, ApiKeysAdminService, type Consumer } from "@apikeys/client/services";
+import { ApiKeysAdminService, type Consumer } from "@apikeys/client/services";
 
 // Session storage: gone when the tab closes, never sent anywhere but the Authorization header.
 const TOKEN_KEY = "apikeys.adminToken";
@@ -48,18 +48,6 @@ export async function checkAdminToken(token: string): Promise<string | undefined
   }
 }
 
-/** Every key, following pages; `filter` narrows to one policy's or one consumer's keys. */
-export async function listAllKeys(filter: { policyId?: string; consumer?: string } = {}): Promise<ApiKey[]> {
-  const keys: ApiKey[] = [];
-  let pageToken = "";
-  do {
-    const page = await adminClient.adminGetApiKeys({ pageSize: 500, pageToken, ...filter });
-    keys.push(...page.apiKeys);
-    pageToken = page.nextPageToken;
-  } while (pageToken !== "");
-  return keys;
-}
-
 /** The server's message for a failed call, with its code so admins can search for it. */
 export function describeError(err: unknown): string {
   const e = ConnectError.from(err);
@@ -70,14 +58,16 @@ function codeName(code: Code): string {
   return (Code[code] ?? "unknown").replace(/[A-Z]/g, (c, i: number) => (i === 0 ? c.toLowerCase() : `_${c.toLowerCase()}`));
 }
 
-/** Every consumer, following pages. */
-export async function listAllConsumers(): Promise<Consumer[]> {
+/** Every consumer, following pages, with how many keys each holds. */
+export async function listAllConsumers(): Promise<{ consumers: Consumer[]; apiKeyCounts: Map<string, number> }> {
   const consumers: Consumer[] = [];
+  const apiKeyCounts = new Map<string, number>();
   let pageToken = "";
   do {
     const page = await adminClient.adminGetConsumers({ pageSize: 500, pageToken });
     consumers.push(...page.consumers);
+    for (const [id, count] of Object.entries(page.apiKeyCounts)) apiKeyCounts.set(id, count);
     pageToken = page.nextPageToken;
   } while (pageToken !== "");
-  return consumers;
+  return { consumers, apiKeyCounts };
 }

@@ -28,3 +28,22 @@ export function fromLocalInput(value: string): Date | undefined {
   const date = new Date(value);
   return Number.isNaN(date.getTime()) ? undefined : date;
 }
+
+const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+const UNITS: [Intl.RelativeTimeFormatUnit, number][] = [
+  ["year", 365 * 86_400_000],
+  ["month", 30 * 86_400_000],
+  ["day", 86_400_000],
+  ["hour", 3_600_000],
+  ["minute", 60_000],
+];
+
+/** "3 hours ago", "in 2 days"; `fallback` when the server sent no time. */
+export function relativeTime(ts: Timestamp | undefined, fallback = "—", now = Date.now()): string {
+  if (ts === undefined) return fallback;
+  const delta = timestampDate(ts).getTime() - now;
+  for (const [unit, ms] of UNITS) {
+    if (Math.abs(delta) >= ms) return relative.format(Math.round(delta / ms), unit);
+  }
+  return delta < 0 ? "just now" : "in a moment";
+}

@@ -5,20 +5,23 @@ import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 import { transport } from "./api.js";
 import { App, signalSessionEnded } from "./App.js";
+import { reportCall } from "./session.js";
 import "./styles.css";
 
-function endSessionIfUnauthenticated(err: unknown): void {
+function onCallError(err: unknown): void {
+  reportCall(err);
   if (err instanceof ConnectError && err.code === Code.Unauthenticated) signalSessionEnded();
 }
 
 const queryClient = new QueryClient({
-  queryCache: new QueryCache({ onError: endSessionIfUnauthenticated }),
-  mutationCache: new MutationCache({ onError: endSessionIfUnauthenticated }),
+  queryCache: new QueryCache({ onError: onCallError, onSuccess: () => reportCall(undefined) }),
+  mutationCache: new MutationCache({ onError: onCallError, onSuccess: () => reportCall(undefined) }),
   defaultOptions: {
     queries: {
       // Admin data changes under other admins' hands; a retry would only delay showing the server's error.
       retry: false,
-      refetchOnWindowFocus: true,
+      // Writes invalidate what they touch; refetching every list on each focus would only add load.
+      refetchOnWindowFocus: false,
       staleTime: 5_000,
     },
   },

@@ -1,20 +1,23 @@
 import { useQuery } from "@tanstack/react-query";
-import { listAllConsumers, listAllKeys } from "./api.js";
+import { adminClient, listAllConsumers } from "./api.js";
+
+/** How many keys a confirmation lists by name; the rest are counted. */
+export const LISTED_KEYS = 10;
 
 /**
- * All keys (or one policy's or consumer's); `fresh` refetches on mount even when
- * the cache is recent; `enabled: false` keeps what was fetched and fetches no more.
+ * The first keys of a policy or consumer and how many it has in all, counted
+ * fresh when a confirmation opens; `enabled: false` keeps what was fetched.
  */
-export function useAllKeys(filter: { policyId?: string; consumer?: string } = {}, fresh = false, enabled = true) {
+export function useKeyPreview(filter: { policyId?: string; consumer?: string }, enabled = true) {
   return useQuery({
-    queryKey: ["api-keys", filter],
-    queryFn: () => listAllKeys(filter),
-    refetchOnMount: fresh ? "always" : true,
+    queryKey: ["api-keys", "preview", filter],
+    queryFn: () => adminClient.adminGetApiKeys({ ...filter, pageSize: LISTED_KEYS }),
+    refetchOnMount: "always",
     enabled,
   });
 }
 
-/** All consumers, for their page and the key form's dropdown. */
+/** All consumers with their key counts, for their page and the key form's dropdown. */
 export function useAllConsumers() {
   return useQuery({ queryKey: ["consumers"], queryFn: listAllConsumers });
 }

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file apikeys/v1/audit.proto.
  */
 export const file_apikeys_v1_audit: GenFile = /*@__PURE__*/
-  fileDesc("ChZhcGlrZXlzL3YxL2F1ZGl0LnByb3RvEgphcGlrZXlzLnYxIvoBCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgJEg8KB2NhbGxfaWQYAiABKAkSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASCwoDcnBjGAQgASgJEiUKBXN0YWdlGAUgASgOMhYuYXBpa2V5cy52MS5BdWRpdFN0YWdlEhQKDGFjdG9yX2tleV9pZBgGIAEoCRISCgp0YXJnZXRfaWRzGAcgAygJEigKB3JlcXVlc3QYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EgwKBGNvZGUYCSABKAkSDwoHbWVzc2FnZRgKIAEoCSp0CgpBdWRpdFN0YWdlEhsKF0FVRElUX1NUQUdFX1VOU1BFQ0lGSUVEEAASFwoTQVVESVRfU1RBR0VfQVRURU1QVBABEhcKE0FVRElUX1NUQUdFX1NVQ0NFU1MQAhIXChNBVURJVF9TVEFHRV9GQUlMVVJFEANCVgoNaW8uYXBpa2V5cy52MVABWjZnaXRodWIuY29tL2FwaWtleXMvYXBpa2V5cy9nZW4vZ28vYXBpa2V5cy92MTthcGlrZXlzdjGqAgpBcGlrZXlzLlYxYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChZhcGlrZXlzL3YxL2F1ZGl0LnByb3RvEgphcGlrZXlzLnYxIqwCCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgJEg8KB2NhbGxfaWQYAiABKAkSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASCwoDcnBjGAQgASgJEiUKBXN0YWdlGAUgASgOMhYuYXBpa2V5cy52MS5BdWRpdFN0YWdlEhQKDGFjdG9yX2tleV9pZBgGIAEoCRISCgp0YXJnZXRfaWRzGAcgAygJEigKB3JlcXVlc3QYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EgwKBGNvZGUYCSABKAkSDwoHbWVzc2FnZRgKIAEoCRIwCgxhdHRlbXB0X3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKnQKCkF1ZGl0U3RhZ2USGwoXQVVESVRfU1RBR0VfVU5TUEVDSUZJRUQQABIXChNBVURJVF9TVEFHRV9BVFRFTVBUEAESFwoTQVVESVRfU1RBR0VfU1VDQ0VTUxACEhcKE0FVRElUX1NUQUdFX0ZBSUxVUkUQA0JWCg1pby5hcGlrZXlzLnYxUAFaNmdpdGh1Yi5jb20vYXBpa2V5cy9hcGlrZXlzL2dlbi9nby9hcGlrZXlzL3YxO2FwaWtleXN2MaoCCkFwaWtleXMuVjFiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * One entry of the audit log. Every admin call writes an ATTEMPT event before it
@@ -87,6 +87,14 @@ export type AuditEvent = Message<"apikeys.v1.AuditEvent"> & {
    * @generated from field: string message = 10;
    */
   message: string;
+
+  /**
+   * In the one-per-call view, when the call's attempt was recorded; unset for
+   * a change recorded without one (e.g. a leaked-token report).
+   *
+   * @generated from field: google.protobuf.Timestamp attempt_time = 11;
+   */
+  attemptTime?: Timestamp | undefined;
 };
 
 /**

@@ -2,8 +2,8 @@
 // @generated from file apikeys/v1/admin.proto (package apikeys.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { AuditEvent } from "./audit_pb.js";
 import { file_apikeys_v1_audit } from "./audit_pb.js";
 import type { Consumer } from "./consumers_pb.js";
@@ -20,7 +20,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file apikeys/v1/admin.proto.
  */
 export const file_apikeys_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChZhcGlrZXlzL3YxL2FkbWluLnByb3RvEgphcGlrZXlzLnYxImQKFkFkbWluR2V0QXBpS2V5c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEQoJcG9saWN5X2lkGAMgASgJEhAKCGNvbnN1bWVyGBQgASgJIlgKF0FkbWluR2V0QXBpS2V5c1Jlc3BvbnNlEiQKCGFwaV9rZXlzGAEgAygLMhIuYXBpa2V5cy52MS5BcGlLZXkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiMKFUFkbWluR2V0QXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSI9ChZBZG1pbkdldEFwaUtleVJlc3BvbnNlEiMKB2FwaV9rZXkYASABKAsyEi5hcGlrZXlzLnYxLkFwaUtleSK0AwoYQWRtaW5DcmVhdGVBcGlLZXlSZXF1ZXN0EgwKBG5hbWUYASABKAkSEQoJcG9saWN5X2lkGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEkQKCG1ldGFkYXRhGAQgAygLMjIuYXBpa2V5cy52MS5BZG1pbkNyZWF0ZUFwaUtleVJlcXVlc3QuTWV0YWRhdGFFbnRyeRIuCgpleHBpcmVzX29uGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1hbGxvd2VkX2NpZHJzGBYgAygJEiwKC2Vudmlyb25tZW50GAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIpCgpyYXRlX2xpbWl0GAggASgLMhUuYXBpa2V5cy52MS5SYXRlTGltaXQSEAoIY29uc3VtZXIYFCABKAkSMwoPY3JlZGVudGlhbF90eXBlGBUgASgOMhouYXBpa2V5cy52MS5DcmVkZW50aWFsVHlwZRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFKBAgGEAciXwoZQWRtaW5DcmVhdGVBcGlLZXlSZXNwb25zZRIjCgdhcGlfa2V5GAEgASgLMhIuYXBpa2V5cy52MS5BcGlLZXkSDQoFdG9rZW4YAiABKAkSDgoGc2VjcmV0GBQgASgJIqYEChhBZG1pblVwZGF0ZUFwaUtleVJlcXVlc3QSCgoCaWQYASABKAkSEQoEbmFtZRgCIAEoCUgAiAEBEhYKCXBvbGljeV9pZBgDIAEoCUgBiAEBEhQKB2VuYWJsZWQYBCABKAhIAogBARIvCgt1cGRhdGVfbWFzaxgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sSGAoLZGVzY3JpcHRpb24YBiABKAlIA4gBARJECghtZXRhZGF0YRgHIAMoCzIyLmFwaWtleXMudjEuQWRtaW5VcGRhdGVBcGlLZXlSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSLgoKZXhwaXJlc19vbhgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNYWxsb3dlZF9jaWRycxgVIAMoCRIsCgtlbnZpcm9ubWVudBgKIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSKQoKcmF0ZV9saW1pdBgLIAEoCzIVLmFwaWtleXMudjEuUmF0ZUxpbWl0EhUKCGNvbnN1bWVyGBQgASgJSASIAQEaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgcKBV9uYW1lQgwKCl9wb2xpY3lfaWRCCgoIX2VuYWJsZWRCDgoMX2Rlc2NyaXB0aW9uQgsKCV9jb25zdW1lckoECAkQCiJAChlBZG1pblVwZGF0ZUFwaUtleVJlc3BvbnNlEiMKB2FwaV9rZXkYASABKAsyEi5hcGlrZXlzLnYxLkFwaUtleSJXChhBZG1pblJvdGF0ZUFwaUtleVJlcXVlc3QSCgoCaWQYASABKAkSLwoMZ3JhY2VfcGVyaW9kGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIk8KGUFkbWluUm90YXRlQXBpS2V5UmVzcG9uc2USIwoHYXBpX2tleRgBIAEoCzISLmFwaWtleXMudjEuQXBpS2V5Eg0KBXRva2VuGAIgASgJIiYKGEFkbWluRGVsZXRlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSJIChlBZG1pbkRlbGV0ZUFwaUtleVJlc3BvbnNlEisKD2FwaV9rZXlfZGVsZXRlZBgBIAEoCzISLmFwaWtleXMudjEuQXBpS2V5Ih8KHUFkbWluR2V0QXBpS2V5UG9saWNpZXNSZXF1ZXN0IkwKHkFkbWluR2V0QXBpS2V5UG9saWNpZXNSZXNwb25zZRIqCghwb2xpY2llcxgBIAMoCzIYLmFwaWtleXMudjEuQXBpS2V5UG9saWN5IlgKHkFkbWluQ3JlYXRlQXBpS2V5UG9saWN5UmVxdWVzdBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEhMKC3Blcm1pc3Npb25zGAMgAygJIksKH0FkbWluQ3JlYXRlQXBpS2V5UG9saWN5UmVzcG9uc2USKAoGcG9saWN5GAEgASgLMhguYXBpa2V5cy52MS5BcGlLZXlQb2xpY3kiuAEKHkFkbWluVXBkYXRlQXBpS2V5UG9saWN5UmVxdWVzdBIKCgJpZBgBIAEoCRIRCgRuYW1lGAIgASgJSACIAQESGAoLZGVzY3JpcHRpb24YAyABKAlIAYgBARITCgtwZXJtaXNzaW9ucxgEIAMoCRIvCgt1cGRhdGVfbWFzaxgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCBwoFX25hbWVCDgoMX2Rlc2NyaXB0aW9uIksKH0FkbWluVXBkYXRlQXBpS2V5UG9saWN5UmVzcG9uc2USKAoGcG9saWN5GAEgASgLMhguYXBpa2V5cy52MS5BcGlLZXlQb2xpY3kiLAoeQWRtaW5EZWxldGVBcGlLZXlQb2xpY3lSZXF1ZXN0EgoKAmlkGAEgASgJIm0KH0FkbWluRGVsZXRlQXBpS2V5UG9saWN5UmVzcG9uc2USMAoOcG9saWN5X2RlbGV0ZWQYASABKAsyGC5hcGlrZXlzLnYxLkFwaUtleVBvbGljeRIYChBhcGlfa2V5c19kZWxldGVkGAIgASgFIiIKIEFkbWluR2V0QXBpS2V5UGVybWlzc2lvbnNSZXF1ZXN0IlAKIUFkbWluR2V0QXBpS2V5UGVybWlzc2lvbnNSZXNwb25zZRIrCgtwZXJtaXNzaW9ucxgBIAMoCzIWLmFwaWtleXMudjEuUGVybWlzc2lvbiIuChpBZG1pbkNyZWF0ZUNvbnN1bWVyUmVxdWVzdBIQCgh1c2VybmFtZRgBIAEoCSJFChtBZG1pbkNyZWF0ZUNvbnN1bWVyUmVzcG9uc2USJgoIY29uc3VtZXIYASABKAsyFC5hcGlrZXlzLnYxLkNvbnN1bWVyIisKF0FkbWluR2V0Q29uc3VtZXJSZXF1ZXN0EhAKCGNvbnN1bWVyGAEgASgJImgKGEFkbWluR2V0Q29uc3VtZXJSZXNwb25zZRImCghjb25zdW1lchgBIAEoCzIULmFwaWtleXMudjEuQ29uc3VtZXISJAoIYXBpX2tleXMYAiADKAsyEi5hcGlrZXlzLnYxLkFwaUtleSJBChhBZG1pbkdldENvbnN1bWVyc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiXQoZQWRtaW5HZXRDb25zdW1lcnNSZXNwb25zZRInCgljb25zdW1lcnMYASADKAsyFC5hcGlrZXlzLnYxLkNvbnN1bWVyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIuChpBZG1pbkRlbGV0ZUNvbnN1bWVyUmVxdWVzdBIQCghjb25zdW1lchgBIAEoCSJnChtBZG1pbkRlbGV0ZUNvbnN1bWVyUmVzcG9uc2USLgoQY29uc3VtZXJfZGVsZXRlZBgBIAEoCzIULmFwaWtleXMudjEuQ29uc3VtZXISGAoQYXBpX2tleXNfZGVsZXRlZBgCIAEoBSJJCiFBZG1pbkdyYW50Q29uc3VtZXJQb2xpY2llc1JlcXVlc3QSEAoIY29uc3VtZXIYASABKAkSEgoKcG9saWN5X2lkcxgCIAMoCSJMCiJBZG1pbkdyYW50Q29uc3VtZXJQb2xpY2llc1Jlc3BvbnNlEiYKCGNvbnN1bWVyGAEgASgLMhQuYXBpa2V5cy52MS5Db25zdW1lciJKCiJBZG1pblJldm9rZUNvbnN1bWVyUG9saWNpZXNSZXF1ZXN0EhAKCGNvbnN1bWVyGAEgASgJEhIKCnBvbGljeV9pZHMYAiADKAkiTQojQWRtaW5SZXZva2VDb25zdW1lclBvbGljaWVzUmVzcG9uc2USJgoIY29uc3VtZXIYASABKAsyFC5hcGlrZXlzLnYxLkNvbnN1bWVyIsoBChpBZG1pbkdldEF1ZGl0RXZlbnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIRCgl0YXJnZXRfaWQYAyABKAkSFAoMYWN0b3Jfa2V5X2lkGAQgASgJEi4KCnN0YXJ0X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJeChtBZG1pbkdldEF1ZGl0RXZlbnRzUmVzcG9uc2USJgoGZXZlbnRzGAEgAygLMhYuYXBpa2V5cy52MS5BdWRpdEV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCTK6HQoTQXBpS2V5c0FkbWluU2VydmljZRKOAQoPQWRtaW5HZXRBcGlLZXlzEiIuYXBpa2V5cy52MS5BZG1pbkdldEFwaUtleXNSZXF1ZXN0GiMuYXBpa2V5cy52MS5BZG1pbkdldEFwaUtleXNSZXNwb25zZSIykAIBuqEZEwoRYXBpa2V5czprZXlzLnJlYWSC0+STAhISEC9hcGkvdjEvYXBpX2tleXMSkAEKDkFkbWluR2V0QXBpS2V5EiEuYXBpa2V5cy52MS5BZG1pbkdldEFwaUtleVJlcXVlc3QaIi5hcGlrZXlzLnYxLkFkbWluR2V0QXBpS2V5UmVzcG9uc2UiN5ACAbqhGRMKEWFwaWtleXM6a2V5cy5yZWFkgtPkkwIXEhUvYXBpL3YxL2FwaV9rZXlzL3tpZH0SlQEKEUFkbWluQ3JlYXRlQXBpS2V5EiQuYXBpa2V5cy52MS5BZG1pbkNyZWF0ZUFwaUtleVJlcXVlc3QaJS5hcGlrZXlzLnYxLkFkbWluQ3JlYXRlQXBpS2V5UmVzcG9uc2UiM7qhGRQKEmFwaWtleXM6a2V5cy53cml0ZYLT5JMCFToBKiIQL2FwaS92MS9hcGlfa2V5cxKaAQoRQWRtaW5VcGRhdGVBcGlLZXkSJC5hcGlrZXlzLnYxLkFkbWluVXBkYXRlQXBpS2V5UmVxdWVzdBolLmFwaWtleXMudjEuQWRtaW5VcGRhdGVBcGlLZXlSZXNwb25zZSI4uqEZFAoSYXBpa2V5czprZXlzLndyaXRlgtPkkwIaOgEqMhUvYXBpL3YxL2FwaV9rZXlzL3tpZH0SoQEKEUFkbWluUm90YXRlQXBpS2V5EiQuYXBpa2V5cy52MS5BZG1pblJvdGF0ZUFwaUtleVJlcXVlc3QaJS5hcGlrZXlzLnYxLkFkbWluUm90YXRlQXBpS2V5UmVzcG9uc2UiP7qhGRQKEmFwaWtleXM6a2V5cy53cml0ZYLT5JMCIToBKiIcL2FwaS92MS9hcGlfa2V5cy97aWR9OnJvdGF0ZRKaAQoRQWRtaW5EZWxldGVBcGlLZXkSJC5hcGlrZXlzLnYxLkFkbWluRGVsZXRlQXBpS2V5UmVxdWVzdBolLmFwaWtleXMudjEuQWRtaW5EZWxldGVBcGlLZXlSZXNwb25zZSI4kAICuqEZFAoSYXBpa2V5czprZXlzLndyaXRlgtPkkwIXKhUvYXBpL3YxL2FwaV9rZXlzL3tpZH0SsAEKFkFkbWluR2V0QXBpS2V5UG9saWNpZXMSKS5hcGlrZXlzLnYxLkFkbWluR2V0QXBpS2V5UG9saWNpZXNSZXF1ZXN0GiouYXBpa2V5cy52MS5BZG1pbkdldEFwaUtleVBvbGljaWVzUmVzcG9uc2UiP5ACAbqhGRcKFWFwaWtleXM6cG9saWNpZXMucmVhZILT5JMCGxIZL2FwaS92MS9hcGlfa2V5cy9wb2xpY2llcxK0AQoXQWRtaW5DcmVhdGVBcGlLZXlQb2xpY3kSKi5hcGlrZXlzLnYxLkFkbWluQ3JlYXRlQXBpS2V5UG9saWN5UmVxdWVzdBorLmFwaWtleXMudjEuQWRtaW5DcmVhdGVBcGlLZXlQb2xpY3lSZXNwb25zZSJAuqEZGAoWYXBpa2V5czpwb2xpY2llcy53cml0ZYLT5JMCHjoBKiIZL2FwaS92MS9hcGlfa2V5cy9wb2xpY2llcxK5AQoXQWRtaW5VcGRhdGVBcGlLZXlQb2xpY3kSKi5hcGlrZXlzLnYxLkFkbWluVXBkYXRlQXBpS2V5UG9saWN5UmVxdWVzdBorLmFwaWtleXMudjEuQWRtaW5VcGRhdGVBcGlLZXlQb2xpY3lSZXNwb25zZSJFuqEZGAoWYXBpa2V5czpwb2xpY2llcy53cml0ZYLT5JMCIzoBKjIeL2FwaS92MS9hcGlfa2V5cy9wb2xpY2llcy97aWR9ErkBChdBZG1pbkRlbGV0ZUFwaUtleVBvbGljeRIqLmFwaWtleXMudjEuQWRtaW5EZWxldGVBcGlLZXlQb2xpY3lSZXF1ZXN0GisuYXBpa2V5cy52MS5BZG1pbkRlbGV0ZUFwaUtleVBvbGljeVJlc3BvbnNlIkWQAgK6oRkYChZhcGlrZXlzOnBvbGljaWVzLndyaXRlgtPkkwIgKh4vYXBpL3YxL2FwaV9rZXlzL3BvbGljaWVzL3tpZH0SvwEKGUFkbWluR2V0QXBpS2V5UGVybWlzc2lvbnMSLC5hcGlrZXlzLnYxLkFkbWluR2V0QXBpS2V5UGVybWlzc2lvbnNSZXF1ZXN0Gi0uYXBpa2V5cy52MS5BZG1pbkdldEFwaUtleVBlcm1pc3Npb25zUmVzcG9uc2UiRZACAbqhGRoKGGFwaWtleXM6cGVybWlzc2lvbnMucmVhZILT5JMCHhIcL2FwaS92MS9hcGlfa2V5cy9wZXJtaXNzaW9ucxKqAQoTQWRtaW5DcmVhdGVDb25zdW1lchImLmFwaWtleXMudjEuQWRtaW5DcmVhdGVDb25zdW1lclJlcXVlc3QaJy5hcGlrZXlzLnYxLkFkbWluQ3JlYXRlQ29uc3VtZXJSZXNwb25zZSJCuqEZGQoXYXBpa2V5czpjb25zdW1lcnMud3JpdGWC0+STAh86ASoiGi9hcGkvdjEvYXBpX2tleXMvY29uc3VtZXJzEqsBChBBZG1pbkdldENvbnN1bWVyEiMuYXBpa2V5cy52MS5BZG1pbkdldENvbnN1bWVyUmVxdWVzdBokLmFwaWtleXMudjEuQWRtaW5HZXRDb25zdW1lclJlc3BvbnNlIkyQAgG6oRkYChZhcGlrZXlzOmNvbnN1bWVycy5yZWFkgtPkkwInEiUvYXBpL3YxL2FwaV9rZXlzL2NvbnN1bWVycy97Y29uc3VtZXJ9EqMBChFBZG1pbkdldENvbnN1bWVycxIkLmFwaWtleXMudjEuQWRtaW5HZXRDb25zdW1lcnNSZXF1ZXN0GiUuYXBpa2V5cy52MS5BZG1pbkdldENvbnN1bWVyc1Jlc3BvbnNlIkGQAgG6oRkYChZhcGlrZXlzOmNvbnN1bWVycy5yZWFkgtPkkwIcEhovYXBpL3YxL2FwaV9rZXlzL2NvbnN1bWVycxK1AQoTQWRtaW5EZWxldGVDb25zdW1lchImLmFwaWtleXMudjEuQWRtaW5EZWxldGVDb25zdW1lclJlcXVlc3QaJy5hcGlrZXlzLnYxLkFkbWluRGVsZXRlQ29uc3VtZXJSZXNwb25zZSJNkAICuqEZGQoXYXBpa2V5czpjb25zdW1lcnMud3JpdGWC0+STAicqJS9hcGkvdjEvYXBpX2tleXMvY29uc3VtZXJzL3tjb25zdW1lcn0S3AEKGkFkbWluR3JhbnRDb25zdW1lclBvbGljaWVzEi0uYXBpa2V5cy52MS5BZG1pbkdyYW50Q29uc3VtZXJQb2xpY2llc1JlcXVlc3QaLi5hcGlrZXlzLnYxLkFkbWluR3JhbnRDb25zdW1lclBvbGljaWVzUmVzcG9uc2UiX5ACArqhGRkKF2FwaWtleXM6Y29uc3VtZXJzLndyaXRlgtPkkwI5OgEqIjQvYXBpL3YxL2FwaV9rZXlzL2NvbnN1bWVycy97Y29uc3VtZXJ9L3BvbGljaWVzOmdyYW50EuABChtBZG1pblJldm9rZUNvbnN1bWVyUG9saWNpZXMSLi5hcGlrZXlzLnYxLkFkbWluUmV2b2tlQ29uc3VtZXJQb2xpY2llc1JlcXVlc3QaLy5hcGlrZXlzLnYxLkFkbWluUmV2b2tlQ29uc3VtZXJQb2xpY2llc1Jlc3BvbnNlImCQAgK6oRkZChdhcGlrZXlzOmNvbnN1bWVycy53cml0ZYLT5JMCOjoBKiI1L2FwaS92MS9hcGlfa2V5cy9jb25zdW1lcnMve2NvbnN1bWVyfS9wb2xpY2llczpyZXZva2USqAEKE0FkbWluR2V0QXVkaXRFdmVudHMSJi5hcGlrZXlzLnYxLkFkbWluR2V0QXVkaXRFdmVudHNSZXF1ZXN0GicuYXBpa2V5cy52MS5BZG1pbkdldEF1ZGl0RXZlbnRzUmVzcG9uc2UiQJACAbqhGRQKEmFwaWtleXM6YXVkaXQucmVhZILT5JMCHxIdL2FwaS92MS9hcGlfa2V5cy9hdWRpdF9ldmVudHMavgS6oRm5BAoHYXBpa2V5cxI5CglrZXlzLnJlYWQSLExpc3QgYW5kIHJlYWQgQVBJIGtleXMgKG5ldmVyIHRoZWlyIHRva2VucykuEjkKCmtleXMud3JpdGUSK0NyZWF0ZSwgdXBkYXRlLCByb3RhdGUgYW5kIGRlbGV0ZSBBUEkga2V5cy4SKAoNcG9saWNpZXMucmVhZBIXTGlzdCBhbmQgcmVhZCBwb2xpY2llcy4SVQoOcG9saWNpZXMud3JpdGUSQ0NyZWF0ZSwgdXBkYXRlIGFuZCBkZWxldGUgcG9saWNpZXMgKGRlbGV0aW5nIG9uZSBkZWxldGVzIGl0cyBrZXlzKS4SQAoQcGVybWlzc2lvbnMucmVhZBIsTGlzdCB0aGUgcGVybWlzc2lvbnMgc2VydmljZXMgaGF2ZSBkZWNsYXJlZC4STwoOY29uc3VtZXJzLnJlYWQSPUxpc3QgYW5kIHJlYWQgY29uc3VtZXJzIHdpdGggdGhlaXIga2V5cyBhbmQgZ3JhbnRlZCBwb2xpY2llcy4ScgoPY29uc3VtZXJzLndyaXRlEl9DcmVhdGUgYW5kIGRlbGV0ZSBjb25zdW1lcnMgKGRlbGV0aW5nIG9uZSBkZWxldGVzIGl0cyBrZXlzKSBhbmQgZ3JhbnQgb3IgcmV2b2tlIHRoZWlyIHBvbGljaWVzLhIwCgphdWRpdC5yZWFkEiJSZWFkIHRoZSBhdWRpdCBsb2cgb2YgYWRtaW4gY2FsbHMuQlYKDWlvLmFwaWtleXMudjFQAVo2Z2l0aHViLmNvbS9hcGlrZXlzL2FwaWtleXMvZ2VuL2dvL2FwaWtleXMvdjE7YXBpa2V5c3YxqgIKQXBpa2V5cy5WMWIGcHJvdG8z", [file_apikeys_v1_audit, file_apikeys_v1_consumers, file_apikeys_v1_options, file_apikeys_v1_resources, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChZhcGlrZXlzL3YxL2FkbWluLnByb3RvEgphcGlrZXlzLnYxIqwBChZBZG1pbkdldEFwaUtleXNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhEKCXBvbGljeV9pZBgDIAEoCRIQCghjb25zdW1lchgUIAEoCRIOCgZmaWx0ZXIYFSABKAkSEAoIb3JkZXJfYnkYFiABKAkSJAoEdmlldxgXIAEoDjIWLmFwaWtleXMudjEuQXBpS2V5VmlldyJsChdBZG1pbkdldEFwaUtleXNSZXNwb25zZRIkCghhcGlfa2V5cxgBIAMoCzISLmFwaWtleXMudjEuQXBpS2V5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgFIiMKFUFkbWluR2V0QXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSI9ChZBZG1pbkdldEFwaUtleVJlc3BvbnNlEiMKB2FwaV9rZXkYASABKAsyEi5hcGlrZXlzLnYxLkFwaUtleSK0AwoYQWRtaW5DcmVhdGVBcGlLZXlSZXF1ZXN0EgwKBG5hbWUYASABKAkSEQoJcG9saWN5X2lkGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEkQKCG1ldGFkYXRhGAQgAygLMjIuYXBpa2V5cy52MS5BZG1pbkNyZWF0ZUFwaUtleVJlcXVlc3QuTWV0YWRhdGFFbnRyeRIuCgpleHBpcmVzX29uGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1hbGxvd2VkX2NpZHJzGBYgAygJEiwKC2Vudmlyb25tZW50GAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIpCgpyYXRlX2xpbWl0GAggASgLMhUuYXBpa2V5cy52MS5SYXRlTGltaXQSEAoIY29uc3VtZXIYFCABKAkSMwoPY3JlZGVudGlhbF90eXBlGBUgASgOMhouYXBpa2V5cy52MS5DcmVkZW50aWFsVHlwZRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFKBAgGEAciXwoZQWRtaW5DcmVhdGVBcGlLZXlSZXNwb25zZRIjCgdhcGlfa2V5GAEgASgLMhIuYXBpa2V5cy52MS5BcGlLZXkSDQoFdG9rZW4YAiABKAkSDgoGc2VjcmV0GBQgASgJIqYEChhBZG1pblVwZGF0ZUFwaUtleVJlcXVlc3QSCgoCaWQYASABKAkSEQoEbmFtZRgCIAEoCUgAiAEBEhYKCXBvbGljeV9pZBgDIAEoCUgBiAEBEhQKB2VuYWJsZWQYBCABKAhIAogBARIvCgt1cGRhdGVfbWFzaxgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sSGAoLZGVzY3JpcHRpb24YBiABKAlIA4gBARJECghtZXRhZGF0YRgHIAMoCzIyLmFwaWtleXMudjEuQWRtaW5VcGRhdGVBcGlLZXlSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSLgoKZXhwaXJlc19vbhgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNYWxsb3dlZF9jaWRycxgVIAMoCRIsCgtlbnZpcm9ubWVudBgKIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSKQoKcmF0ZV9saW1pdBgLIAEoCzIVLmFwaWtleXMudjEuUmF0ZUxpbWl0EhUKCGNvbnN1bWVyGBQgASgJSASIAQEaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgcKBV9uYW1lQgwKCl9wb2xpY3lfaWRCCgoIX2VuYWJsZWRCDgoMX2Rlc2NyaXB0aW9uQgsKCV9jb25zdW1lckoECAkQCiJAChlBZG1pblVwZGF0ZUFwaUtleVJlc3BvbnNlEiMKB2FwaV9rZXkYASABKAsyEi5hcGlrZXlzLnYxLkFwaUtleSJXChhBZG1pblJvdGF0ZUFwaUtleVJlcXVlc3QSCgoCaWQYASABKAkSLwoMZ3JhY2VfcGVyaW9kGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIk8KGUFkbWluUm90YXRlQXBpS2V5UmVzcG9uc2USIwoHYXBpX2tleRgBIAEoCzISLmFwaWtleXMudjEuQXBpS2V5Eg0KBXRva2VuGAIgASgJIi0KH0FkbWluUmV2b2tlUHJldmlvdXNUb2tlblJlcXVlc3QSCgoCaWQYASABKAkiRwogQWRtaW5SZXZva2VQcmV2aW91c1Rva2VuUmVzcG9uc2USIwoHYXBpX2tleRgBIAEoCzISLmFwaWtleXMudjEuQXBpS2V5IiYKGEFkbWluRGVsZXRlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSJIChlBZG1pbkRlbGV0ZUFwaUtleVJlc3BvbnNlEisKD2FwaV9rZXlfZGVsZXRlZBgBIAEoCzISLmFwaWtleXMudjEuQXBpS2V5ImgKHUFkbWluR2V0QXBpS2V5UG9saWNpZXNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEg4KBmZpbHRlchgDIAEoCRIQCghvcmRlcl9ieRgEIAEoCSKEAgoeQWRtaW5HZXRBcGlLZXlQb2xpY2llc1Jlc3BvbnNlEioKCHBvbGljaWVzGAEgAygLMhguYXBpa2V5cy52MS5BcGlLZXlQb2xpY3kSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAUSVAoOYXBpX2tleV9jb3VudHMYBCADKAsyPC5hcGlrZXlzLnYxLkFkbWluR2V0QXBpS2V5UG9saWNpZXNSZXNwb25zZS5BcGlLZXlDb3VudHNFbnRyeRozChFBcGlLZXlDb3VudHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAU6AjgBIlgKHkFkbWluQ3JlYXRlQXBpS2V5UG9saWN5UmVxdWVzdBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEhMKC3Blcm1pc3Npb25zGAMgAygJIksKH0FkbWluQ3JlYXRlQXBpS2V5UG9saWN5UmVzcG9uc2USKAoGcG9saWN5GAEgASgLMhguYXBpa2V5cy52MS5BcGlLZXlQb2xpY3kiuAEKHkFkbWluVXBkYXRlQXBpS2V5UG9saWN5UmVxdWVzdBIKCgJpZBgBIAEoCRIRCgRuYW1lGAIgASgJSACIAQESGAoLZGVzY3JpcHRpb24YAyABKAlIAYgBARITCgtwZXJtaXNzaW9ucxgEIAMoCRIvCgt1cGRhdGVfbWFzaxgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCBwoFX25hbWVCDgoMX2Rlc2NyaXB0aW9uIksKH0FkbWluVXBkYXRlQXBpS2V5UG9saWN5UmVzcG9uc2USKAoGcG9saWN5GAEgASgLMhguYXBpa2V5cy52MS5BcGlLZXlQb2xpY3kiLAoeQWRtaW5EZWxldGVBcGlLZXlQb2xpY3lSZXF1ZXN0EgoKAmlkGAEgASgJIm0KH0FkbWluRGVsZXRlQXBpS2V5UG9saWN5UmVzcG9uc2USMAoOcG9saWN5X2RlbGV0ZWQYASABKAsyGC5hcGlrZXlzLnYxLkFwaUtleVBvbGljeRIYChBhcGlfa2V5c19kZWxldGVkGAIgASgFIiIKIEFkbWluR2V0QXBpS2V5UGVybWlzc2lvbnNSZXF1ZXN0IlAKIUFkbWluR2V0QXBpS2V5UGVybWlzc2lvbnNSZXNwb25zZRIrCgtwZXJtaXNzaW9ucxgBIAMoCzIWLmFwaWtleXMudjEuUGVybWlzc2lvbiIuChpBZG1pbkNyZWF0ZUNvbnN1bWVyUmVxdWVzdBIQCgh1c2VybmFtZRgBIAEoCSJFChtBZG1pbkNyZWF0ZUNvbnN1bWVyUmVzcG9uc2USJgoIY29uc3VtZXIYASABKAsyFC5hcGlrZXlzLnYxLkNvbnN1bWVyIisKF0FkbWluR2V0Q29uc3VtZXJSZXF1ZXN0EhAKCGNvbnN1bWVyGAEgASgJImgKGEFkbWluR2V0Q29uc3VtZXJSZXNwb25zZRImCghjb25zdW1lchgBIAEoCzIULmFwaWtleXMudjEuQ29uc3VtZXISJAoIYXBpX2tleXMYAiADKAsyEi5hcGlrZXlzLnYxLkFwaUtleSJjChhBZG1pbkdldENvbnN1bWVyc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDgoGZmlsdGVyGAMgASgJEhAKCG9yZGVyX2J5GAQgASgJIvcBChlBZG1pbkdldENvbnN1bWVyc1Jlc3BvbnNlEicKCWNvbnN1bWVycxgBIAMoCzIULmFwaWtleXMudjEuQ29uc3VtZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAUSTwoOYXBpX2tleV9jb3VudHMYBCADKAsyNy5hcGlrZXlzLnYxLkFkbWluR2V0Q29uc3VtZXJzUmVzcG9uc2UuQXBpS2V5Q291bnRzRW50cnkaMwoRQXBpS2V5Q291bnRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgFOgI4ASIuChpBZG1pbkRlbGV0ZUNvbnN1bWVyUmVxdWVzdBIQCghjb25zdW1lchgBIAEoCSJnChtBZG1pbkRlbGV0ZUNvbnN1bWVyUmVzcG9uc2USLgoQY29uc3VtZXJfZGVsZXRlZBgBIAEoCzIULmFwaWtleXMudjEuQ29uc3VtZXISGAoQYXBpX2tleXNfZGVsZXRlZBgCIAEoBSJJCiFBZG1pbkdyYW50Q29uc3VtZXJQb2xpY2llc1JlcXVlc3QSEAoIY29uc3VtZXIYASABKAkSEgoKcG9saWN5X2lkcxgCIAMoCSJMCiJBZG1pbkdyYW50Q29uc3VtZXJQb2xpY2llc1Jlc3BvbnNlEiYKCGNvbnN1bWVyGAEgASgLMhQuYXBpa2V5cy52MS5Db25zdW1lciJKCiJBZG1pblJldm9rZUNvbnN1bWVyUG9saWNpZXNSZXF1ZXN0EhAKCGNvbnN1bWVyGAEgASgJEhIKCnBvbGljeV9pZHMYAiADKAkiTQojQWRtaW5SZXZva2VDb25zdW1lclBvbGljaWVzUmVzcG9uc2USJgoIY29uc3VtZXIYASABKAsyFC5hcGlrZXlzLnYxLkNvbnN1bWVyIt0CChpBZG1pbkdldEF1ZGl0RXZlbnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIRCgl0YXJnZXRfaWQYAyABKAkSFAoMYWN0b3Jfa2V5X2lkGAQgASgJEi4KCnN0YXJ0X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgRraW5kGAcgASgOMhkuYXBpa2V5cy52MS5BdWRpdENhbGxLaW5kEg4KBm1ldGhvZBgIIAEoCRIOCgZ0YXJnZXQYCSABKAkSDQoFYWN0b3IYCiABKAkSDwoHb3V0Y29tZRgLIAEoCRIoCgR2aWV3GAwgASgOMhouYXBpa2V5cy52MS5BdWRpdEV2ZW50VmlldyLPAQobQWRtaW5HZXRBdWRpdEV2ZW50c1Jlc3BvbnNlEiYKBmV2ZW50cxgBIAMoCzIWLmFwaWtleXMudjEuQXVkaXRFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSQQoFbmFtZXMYAyADKAsyMi5hcGlrZXlzLnYxLkFkbWluR2V0QXVkaXRFdmVudHNSZXNwb25zZS5OYW1lc0VudHJ5GiwKCk5hbWVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASpZCgpBcGlLZXlWaWV3EhwKGEFQSV9LRVlfVklFV19VTlNQRUNJRklFRBAAEhYKEkFQSV9LRVlfVklFV19CQVNJQxABEhUKEUFQSV9LRVlfVklFV19GVUxMEAIqZQoNQXVkaXRDYWxsS2luZBIfChtBVURJVF9DQUxMX0tJTkRfVU5TUEVDSUZJRUQQABIZChVBVURJVF9DQUxMX0tJTkRfV1JJVEUQARIYChRBVURJVF9DQUxMX0tJTkRfUkVBRBACKmsKDkF1ZGl0RXZlbnRWaWV3EiAKHEFVRElUX0VWRU5UX1ZJRVdfVU5TUEVDSUZJRUQQABIbChdBVURJVF9FVkVOVF9WSUVXX1NUQUdFUxABEhoKFkFVRElUX0VWRU5UX1ZJRVdfQ0FMTFMQAjKDHwoTQXBpS2V5c0FkbWluU2VydmljZRKOAQoPQWRtaW5HZXRBcGlLZXlzEiIuYXBpa2V5cy52MS5BZG1pbkdldEFwaUtleXNSZXF1ZXN0GiMuYXBpa2V5cy52MS5BZG1pbkdldEFwaUtleXNSZXNwb25zZSIykAIBuqEZEwoRYXBpa2V5czprZXlzLnJlYWSC0+STAhISEC9hcGkvdjEvYXBpX2tleXMSkAEKDkFkbWluR2V0QXBpS2V5EiEuYXBpa2V5cy52MS5BZG1pbkdldEFwaUtleVJlcXVlc3QaIi5hcGlrZXlzLnYxLkFkbWluR2V0QXBpS2V5UmVzcG9uc2UiN5ACAbqhGRMKEWFwaWtleXM6a2V5cy5yZWFkgtPkkwIXEhUvYXBpL3YxL2FwaV9rZXlzL3tpZH0SlQEKEUFkbWluQ3JlYXRlQXBpS2V5EiQuYXBpa2V5cy52MS5BZG1pbkNyZWF0ZUFwaUtleVJlcXVlc3QaJS5hcGlrZXlzLnYxLkFkbWluQ3JlYXRlQXBpS2V5UmVzcG9uc2UiM7qhGRQKEmFwaWtleXM6a2V5cy53cml0ZYLT5JMCFToBKiIQL2FwaS92MS9hcGlfa2V5cxKaAQoRQWRtaW5VcGRhdGVBcGlLZXkSJC5hcGlrZXlzLnYxLkFkbWluVXBkYXRlQXBpS2V5UmVxdWVzdBolLmFwaWtleXMudjEuQWRtaW5VcGRhdGVBcGlLZXlSZXNwb25zZSI4uqEZFAoSYXBpa2V5czprZXlzLndyaXRlgtPkkwIaOgEqMhUvYXBpL3YxL2FwaV9rZXlzL3tpZH0SoQEKEUFkbWluUm90YXRlQXBpS2V5EiQuYXBpa2V5cy52MS5BZG1pblJvdGF0ZUFwaUtleVJlcXVlc3QaJS5hcGlrZXlzLnYxLkFkbWluUm90YXRlQXBpS2V5UmVzcG9uc2UiP7qhGRQKEmFwaWtleXM6a2V5cy53cml0ZYLT5JMCIToBKiIcL2FwaS92MS9hcGlfa2V5cy97aWR9OnJvdGF0ZRLGAQoYQWRtaW5SZXZva2VQcmV2aW91c1Rva2VuEisuYXBpa2V5cy52MS5BZG1pblJldm9rZVByZXZpb3VzVG9rZW5SZXF1ZXN0GiwuYXBpa2V5cy52MS5BZG1pblJldm9rZVByZXZpb3VzVG9rZW5SZXNwb25zZSJPkAICuqEZFAoSYXBpa2V5czprZXlzLndyaXRlgtPkkwIuOgEqIikvYXBpL3YxL2FwaV9rZXlzL3tpZH06cmV2b2tlUHJldmlvdXNUb2tlbhKaAQoRQWRtaW5EZWxldGVBcGlLZXkSJC5hcGlrZXlzLnYxLkFkbWluRGVsZXRlQXBpS2V5UmVxdWVzdBolLmFwaWtleXMudjEuQWRtaW5EZWxldGVBcGlLZXlSZXNwb25zZSI4kAICuqEZFAoSYXBpa2V5czprZXlzLndyaXRlgtPkkwIXKhUvYXBpL3YxL2FwaV9rZXlzL3tpZH0SsAEKFkFkbWluR2V0QXBpS2V5UG9saWNpZXMSKS5hcGlrZXlzLnYxLkFkbWluR2V0QXBpS2V5UG9saWNpZXNSZXF1ZXN0GiouYXBpa2V5cy52MS5BZG1pbkdldEFwaUtleVBvbGljaWVzUmVzcG9uc2UiP5ACAbqhGRcKFWFwaWtleXM6cG9saWNpZXMucmVhZILT5JMCGxIZL2FwaS92MS9hcGlfa2V5cy9wb2xpY2llcxK0AQoXQWRtaW5DcmVhdGVBcGlLZXlQb2xpY3kSKi5hcGlrZXlzLnYxLkFkbWluQ3JlYXRlQXBpS2V5UG9saWN5UmVxdWVzdBorLmFwaWtleXMudjEuQWRtaW5DcmVhdGVBcGlLZXlQb2xpY3lSZXNwb25zZSJAuqEZGAoWYXBpa2V5czpwb2xpY2llcy53cml0ZYLT5JMCHjoBKiIZL2FwaS92MS9hcGlfa2V5cy9wb2xpY2llcxK5AQoXQWRtaW5VcGRhdGVBcGlLZXlQb2xpY3kSKi5hcGlrZXlzLnYxLkFkbWluVXBkYXRlQXBpS2V5UG9saWN5UmVxdWVzdBorLmFwaWtleXMudjEuQWRtaW5VcGRhdGVBcGlLZXlQb2xpY3lSZXNwb25zZSJFuqEZGAoWYXBpa2V5czpwb2xpY2llcy53cml0ZYLT5JMCIzoBKjIeL2FwaS92MS9hcGlfa2V5cy9wb2xpY2llcy97aWR9ErkBChdBZG1pbkRlbGV0ZUFwaUtleVBvbGljeRIqLmFwaWtleXMudjEuQWRtaW5EZWxldGVBcGlLZXlQb2xpY3lSZXF1ZXN0GisuYXBpa2V5cy52MS5BZG1pbkRlbGV0ZUFwaUtleVBvbGljeVJlc3BvbnNlIkWQAgK6oRkYChZhcGlrZXlzOnBvbGljaWVzLndyaXRlgtPkkwIgKh4vYXBpL3YxL2FwaV9rZXlzL3BvbGljaWVzL3tpZH0SvwEKGUFkbWluR2V0QXBpS2V5UGVybWlzc2lvbnMSLC5hcGlrZXlzLnYxLkFkbWluR2V0QXBpS2V5UGVybWlzc2lvbnNSZXF1ZXN0Gi0uYXBpa2V5cy52MS5BZG1pbkdldEFwaUtleVBlcm1pc3Npb25zUmVzcG9uc2UiRZACAbqhGRoKGGFwaWtleXM6cGVybWlzc2lvbnMucmVhZILT5JMCHhIcL2FwaS92MS9hcGlfa2V5cy9wZXJtaXNzaW9ucxKqAQoTQWRtaW5DcmVhdGVDb25zdW1lchImLmFwaWtleXMudjEuQWRtaW5DcmVhdGVDb25zdW1lclJlcXVlc3QaJy5hcGlrZXlzLnYxLkFkbWluQ3JlYXRlQ29uc3VtZXJSZXNwb25zZSJCuqEZGQoXYXBpa2V5czpjb25zdW1lcnMud3JpdGWC0+STAh86ASoiGi9hcGkvdjEvYXBpX2tleXMvY29uc3VtZXJzEqsBChBBZG1pbkdldENvbnN1bWVyEiMuYXBpa2V5cy52MS5BZG1pbkdldENvbnN1bWVyUmVxdWVzdBokLmFwaWtleXMudjEuQWRtaW5HZXRDb25zdW1lclJlc3BvbnNlIkyQAgG6oRkYChZhcGlrZXlzOmNvbnN1bWVycy5yZWFkgtPkkwInEiUvYXBpL3YxL2FwaV9rZXlzL2NvbnN1bWVycy97Y29uc3VtZXJ9EqMBChFBZG1pbkdldENvbnN1bWVycxIkLmFwaWtleXMudjEuQWRtaW5HZXRDb25zdW1lcnNSZXF1ZXN0GiUuYXBpa2V5cy52MS5BZG1pbkdldENvbnN1bWVyc1Jlc3BvbnNlIkGQAgG6oRkYChZhcGlrZXlzOmNvbnN1bWVycy5yZWFkgtPkkwIcEhovYXBpL3YxL2FwaV9rZXlzL2NvbnN1bWVycxK1AQoTQWRtaW5EZWxldGVDb25zdW1lchImLmFwaWtleXMudjEuQWRtaW5EZWxldGVDb25zdW1lclJlcXVlc3QaJy5hcGlrZXlzLnYxLkFkbWluRGVsZXRlQ29uc3VtZXJSZXNwb25zZSJNkAICuqEZGQoXYXBpa2V5czpjb25zdW1lcnMud3JpdGWC0+STAicqJS9hcGkvdjEvYXBpX2tleXMvY29uc3VtZXJzL3tjb25zdW1lcn0S3AEKGkFkbWluR3JhbnRDb25zdW1lclBvbGljaWVzEi0uYXBpa2V5cy52MS5BZG1pbkdyYW50Q29uc3VtZXJQb2xpY2llc1JlcXVlc3QaLi5hcGlrZXlzLnYxLkFkbWluR3JhbnRDb25zdW1lclBvbGljaWVzUmVzcG9uc2UiX5ACArqhGRkKF2FwaWtleXM6Y29uc3VtZXJzLndyaXRlgtPkkwI5OgEqIjQvYXBpL3YxL2FwaV9rZXlzL2NvbnN1bWVycy97Y29uc3VtZXJ9L3BvbGljaWVzOmdyYW50EuABChtBZG1pblJldm9rZUNvbnN1bWVyUG9saWNpZXMSLi5hcGlrZXlzLnYxLkFkbWluUmV2b2tlQ29uc3VtZXJQb2xpY2llc1JlcXVlc3QaLy5hcGlrZXlzLnYxLkFkbWluUmV2b2tlQ29uc3VtZXJQb2xpY2llc1Jlc3BvbnNlImCQAgK6oRkZChdhcGlrZXlzOmNvbnN1bWVycy53cml0ZYLT5JMCOjoBKiI1L2FwaS92MS9hcGlfa2V5cy9jb25zdW1lcnMve2NvbnN1bWVyfS9wb2xpY2llczpyZXZva2USqAEKE0FkbWluR2V0QXVkaXRFdmVudHMSJi5hcGlrZXlzLnYxLkFkbWluR2V0QXVkaXRFdmVudHNSZXF1ZXN0GicuYXBpa2V5cy52MS5BZG1pbkdldEF1ZGl0RXZlbnRzUmVzcG9uc2UiQJACAbqhGRQKEmFwaWtleXM6YXVkaXQucmVhZILT5JMCHxIdL2FwaS92MS9hcGlfa2V5cy9hdWRpdF9ldmVudHMavgS6oRm5BAoHYXBpa2V5cxI5CglrZXlzLnJlYWQSLExpc3QgYW5kIHJlYWQgQVBJIGtleXMgKG5ldmVyIHRoZWlyIHRva2VucykuEjkKCmtleXMud3JpdGUSK0NyZWF0ZSwgdXBkYXRlLCByb3RhdGUgYW5kIGRlbGV0ZSBBUEkga2V5cy4SKAoNcG9saWNpZXMucmVhZBIXTGlzdCBhbmQgcmVhZCBwb2xpY2llcy4SVQoOcG9saWNpZXMud3JpdGUSQ0NyZWF0ZSwgdXBkYXRlIGFuZCBkZWxldGUgcG9saWNpZXMgKGRlbGV0aW5nIG9uZSBkZWxldGVzIGl0cyBrZXlzKS4SQAoQcGVybWlzc2lvbnMucmVhZBIsTGlzdCB0aGUgcGVybWlzc2lvbnMgc2VydmljZXMgaGF2ZSBkZWNsYXJlZC4STwoOY29uc3VtZXJzLnJlYWQSPUxpc3QgYW5kIHJlYWQgY29uc3VtZXJzIHdpdGggdGhlaXIga2V5cyBhbmQgZ3JhbnRlZCBwb2xpY2llcy4ScgoPY29uc3VtZXJzLndyaXRlEl9DcmVhdGUgYW5kIGRlbGV0ZSBjb25zdW1lcnMgKGRlbGV0aW5nIG9uZSBkZWxldGVzIGl0cyBrZXlzKSBhbmQgZ3JhbnQgb3IgcmV2b2tlIHRoZWlyIHBvbGljaWVzLhIwCgphdWRpdC5yZWFkEiJSZWFkIHRoZSBhdWRpdCBsb2cgb2YgYWRtaW4gY2FsbHMuQlYKDWlvLmFwaWtleXMudjFQAVo2Z2l0aHViLmNvbS9hcGlrZXlzL2FwaWtleXMvZ2VuL2dvL2FwaWtleXMvdjE7YXBpa2V5c3YxqgIKQXBpa2V5cy5WMWIGcHJvdG8z", [file_apikeys_v1_audit, file_apikeys_v1_consumers, file_apikeys_v1_options, file_apikeys_v1_resources, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message apikeys.v1.AdminGetApiKeysRequest
@@ -53,6 +53,32 @@ export type AdminGetApiKeysRequest = Message<"apikeys.v1.AdminGetApiKeysRequest"
    * @generated from field: string consumer = 20;
    */
   consumer: string;
+
+  /**
+   * Space-separated terms, all of which a key must match (see docs/api.md):
+   * a bare word matches the name or token start (substring, any case);
+   * `name:`, `start:`, `policy:` (id or name), `consumer:` (id or username) and
+   * `status:` (enabled, disabled, expired, expiring_soon, never_used). Quote a
+   * value with spaces: name:"billing worker".
+   *
+   * @generated from field: string filter = 21;
+   */
+  filter: string;
+
+  /**
+   * "created_on" (the default), "name", "last_used_on" or "expires_on", then
+   * optionally " desc". Keys without a last use or an expiry sort last.
+   *
+   * @generated from field: string order_by = 22;
+   */
+  orderBy: string;
+
+  /**
+   * Unspecified means API_KEY_VIEW_BASIC.
+   *
+   * @generated from field: apikeys.v1.ApiKeyView view = 23;
+   */
+  view: ApiKeyView;
 };
 
 /**
@@ -77,6 +103,13 @@ export type AdminGetApiKeysResponse = Message<"apikeys.v1.AdminGetApiKeysRespons
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
+
+  /**
+   * How many keys match the request's filters, over all pages.
+   *
+   * @generated from field: int32 total_size = 3;
+   */
+  totalSize: number;
 };
 
 /**
@@ -398,6 +431,40 @@ export const AdminRotateApiKeyResponseSchema: GenMessage<AdminRotateApiKeyRespon
   messageDesc(file_apikeys_v1_admin, 9);
 
 /**
+ * @generated from message apikeys.v1.AdminRevokePreviousTokenRequest
+ */
+export type AdminRevokePreviousTokenRequest = Message<"apikeys.v1.AdminRevokePreviousTokenRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message apikeys.v1.AdminRevokePreviousTokenRequest.
+ * Use `create(AdminRevokePreviousTokenRequestSchema)` to create a new message.
+ */
+export const AdminRevokePreviousTokenRequestSchema: GenMessage<AdminRevokePreviousTokenRequest> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_admin, 10);
+
+/**
+ * @generated from message apikeys.v1.AdminRevokePreviousTokenResponse
+ */
+export type AdminRevokePreviousTokenResponse = Message<"apikeys.v1.AdminRevokePreviousTokenResponse"> & {
+  /**
+   * @generated from field: apikeys.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+};
+
+/**
+ * Describes the message apikeys.v1.AdminRevokePreviousTokenResponse.
+ * Use `create(AdminRevokePreviousTokenResponseSchema)` to create a new message.
+ */
+export const AdminRevokePreviousTokenResponseSchema: GenMessage<AdminRevokePreviousTokenResponse> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_admin, 11);
+
+/**
  * @generated from message apikeys.v1.AdminDeleteApiKeyRequest
  */
 export type AdminDeleteApiKeyRequest = Message<"apikeys.v1.AdminDeleteApiKeyRequest"> & {
@@ -412,7 +479,7 @@ export type AdminDeleteApiKeyRequest = Message<"apikeys.v1.AdminDeleteApiKeyRequ
  * Use `create(AdminDeleteApiKeyRequestSchema)` to create a new message.
  */
 export const AdminDeleteApiKeyRequestSchema: GenMessage<AdminDeleteApiKeyRequest> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 10);
+  messageDesc(file_apikeys_v1_admin, 12);
 
 /**
  * @generated from message apikeys.v1.AdminDeleteApiKeyResponse
@@ -431,12 +498,41 @@ export type AdminDeleteApiKeyResponse = Message<"apikeys.v1.AdminDeleteApiKeyRes
  * Use `create(AdminDeleteApiKeyResponseSchema)` to create a new message.
  */
 export const AdminDeleteApiKeyResponseSchema: GenMessage<AdminDeleteApiKeyResponse> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 11);
+  messageDesc(file_apikeys_v1_admin, 13);
 
 /**
  * @generated from message apikeys.v1.AdminGetApiKeyPoliciesRequest
  */
 export type AdminGetApiKeyPoliciesRequest = Message<"apikeys.v1.AdminGetApiKeyPoliciesRequest"> & {
+  /**
+   * 1 to 1000; 0 lists every policy on one page.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * Space-separated terms, all of which a policy must match: a bare word
+   * matches the name (substring, any case); `name:` likewise; `permission:`
+   * names a permission the policy grants ("billing:invoices.read").
+   *
+   * @generated from field: string filter = 3;
+   */
+  filter: string;
+
+  /**
+   * "name" (the default) or "created_on", then optionally " desc".
+   *
+   * @generated from field: string order_by = 4;
+   */
+  orderBy: string;
 };
 
 /**
@@ -444,7 +540,7 @@ export type AdminGetApiKeyPoliciesRequest = Message<"apikeys.v1.AdminGetApiKeyPo
  * Use `create(AdminGetApiKeyPoliciesRequestSchema)` to create a new message.
  */
 export const AdminGetApiKeyPoliciesRequestSchema: GenMessage<AdminGetApiKeyPoliciesRequest> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 12);
+  messageDesc(file_apikeys_v1_admin, 14);
 
 /**
  * @generated from message apikeys.v1.AdminGetApiKeyPoliciesResponse
@@ -454,6 +550,27 @@ export type AdminGetApiKeyPoliciesResponse = Message<"apikeys.v1.AdminGetApiKeyP
    * @generated from field: repeated apikeys.v1.ApiKeyPolicy policies = 1;
    */
   policies: ApiKeyPolicy[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+
+  /**
+   * How many policies match the filter, over all pages.
+   *
+   * @generated from field: int32 total_size = 3;
+   */
+  totalSize: number;
+
+  /**
+   * How many keys use each listed policy, by policy id.
+   *
+   * @generated from field: map<string, int32> api_key_counts = 4;
+   */
+  apiKeyCounts: { [key: string]: number };
 };
 
 /**
@@ -461,7 +578,7 @@ export type AdminGetApiKeyPoliciesResponse = Message<"apikeys.v1.AdminGetApiKeyP
  * Use `create(AdminGetApiKeyPoliciesResponseSchema)` to create a new message.
  */
 export const AdminGetApiKeyPoliciesResponseSchema: GenMessage<AdminGetApiKeyPoliciesResponse> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 13);
+  messageDesc(file_apikeys_v1_admin, 15);
 
 /**
  * @generated from message apikeys.v1.AdminCreateApiKeyPolicyRequest
@@ -492,7 +609,7 @@ export type AdminCreateApiKeyPolicyRequest = Message<"apikeys.v1.AdminCreateApiK
  * Use `create(AdminCreateApiKeyPolicyRequestSchema)` to create a new message.
  */
 export const AdminCreateApiKeyPolicyRequestSchema: GenMessage<AdminCreateApiKeyPolicyRequest> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 14);
+  messageDesc(file_apikeys_v1_admin, 16);
 
 /**
  * @generated from message apikeys.v1.AdminCreateApiKeyPolicyResponse
@@ -509,7 +626,7 @@ export type AdminCreateApiKeyPolicyResponse = Message<"apikeys.v1.AdminCreateApi
  * Use `create(AdminCreateApiKeyPolicyResponseSchema)` to create a new message.
  */
 export const AdminCreateApiKeyPolicyResponseSchema: GenMessage<AdminCreateApiKeyPolicyResponse> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 15);
+  messageDesc(file_apikeys_v1_admin, 17);
 
 /**
  * @generated from message apikeys.v1.AdminUpdateApiKeyPolicyRequest
@@ -552,7 +669,7 @@ export type AdminUpdateApiKeyPolicyRequest = Message<"apikeys.v1.AdminUpdateApiK
  * Use `create(AdminUpdateApiKeyPolicyRequestSchema)` to create a new message.
  */
 export const AdminUpdateApiKeyPolicyRequestSchema: GenMessage<AdminUpdateApiKeyPolicyRequest> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 16);
+  messageDesc(file_apikeys_v1_admin, 18);
 
 /**
  * @generated from message apikeys.v1.AdminUpdateApiKeyPolicyResponse
@@ -569,7 +686,7 @@ export type AdminUpdateApiKeyPolicyResponse = Message<"apikeys.v1.AdminUpdateApi
  * Use `create(AdminUpdateApiKeyPolicyResponseSchema)` to create a new message.
  */
 export const AdminUpdateApiKeyPolicyResponseSchema: GenMessage<AdminUpdateApiKeyPolicyResponse> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 17);
+  messageDesc(file_apikeys_v1_admin, 19);
 
 /**
  * @generated from message apikeys.v1.AdminDeleteApiKeyPolicyRequest
@@ -586,7 +703,7 @@ export type AdminDeleteApiKeyPolicyRequest = Message<"apikeys.v1.AdminDeleteApiK
  * Use `create(AdminDeleteApiKeyPolicyRequestSchema)` to create a new message.
  */
 export const AdminDeleteApiKeyPolicyRequestSchema: GenMessage<AdminDeleteApiKeyPolicyRequest> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 18);
+  messageDesc(file_apikeys_v1_admin, 20);
 
 /**
  * @generated from message apikeys.v1.AdminDeleteApiKeyPolicyResponse
@@ -612,7 +729,7 @@ export type AdminDeleteApiKeyPolicyResponse = Message<"apikeys.v1.AdminDeleteApi
  * Use `create(AdminDeleteApiKeyPolicyResponseSchema)` to create a new message.
  */
 export const AdminDeleteApiKeyPolicyResponseSchema: GenMessage<AdminDeleteApiKeyPolicyResponse> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 19);
+  messageDesc(file_apikeys_v1_admin, 21);
 
 /**
  * @generated from message apikeys.v1.AdminGetApiKeyPermissionsRequest
@@ -625,7 +742,7 @@ export type AdminGetApiKeyPermissionsRequest = Message<"apikeys.v1.AdminGetApiKe
  * Use `create(AdminGetApiKeyPermissionsRequestSchema)` to create a new message.
  */
 export const AdminGetApiKeyPermissionsRequestSchema: GenMessage<AdminGetApiKeyPermissionsRequest> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 20);
+  messageDesc(file_apikeys_v1_admin, 22);
 
 /**
  * @generated from message apikeys.v1.AdminGetApiKeyPermissionsResponse
@@ -644,7 +761,7 @@ export type AdminGetApiKeyPermissionsResponse = Message<"apikeys.v1.AdminGetApiK
  * Use `create(AdminGetApiKeyPermissionsResponseSchema)` to create a new message.
  */
 export const AdminGetApiKeyPermissionsResponseSchema: GenMessage<AdminGetApiKeyPermissionsResponse> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 21);
+  messageDesc(file_apikeys_v1_admin, 23);
 
 /**
  * @generated from message apikeys.v1.AdminCreateConsumerRequest
@@ -664,7 +781,7 @@ export type AdminCreateConsumerRequest = Message<"apikeys.v1.AdminCreateConsumer
  * Use `create(AdminCreateConsumerRequestSchema)` to create a new message.
  */
 export const AdminCreateConsumerRequestSchema: GenMessage<AdminCreateConsumerRequest> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 22);
+  messageDesc(file_apikeys_v1_admin, 24);
 
 /**
  * @generated from message apikeys.v1.AdminCreateConsumerResponse
@@ -681,7 +798,7 @@ export type AdminCreateConsumerResponse = Message<"apikeys.v1.AdminCreateConsume
  * Use `create(AdminCreateConsumerResponseSchema)` to create a new message.
  */
 export const AdminCreateConsumerResponseSchema: GenMessage<AdminCreateConsumerResponse> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 23);
+  messageDesc(file_apikeys_v1_admin, 25);
 
 /**
  * @generated from message apikeys.v1.AdminGetConsumerRequest
@@ -700,7 +817,7 @@ export type AdminGetConsumerRequest = Message<"apikeys.v1.AdminGetConsumerReques
  * Use `create(AdminGetConsumerRequestSchema)` to create a new message.
  */
 export const AdminGetConsumerRequestSchema: GenMessage<AdminGetConsumerRequest> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 24);
+  messageDesc(file_apikeys_v1_admin, 26);
 
 /**
  * @generated from message apikeys.v1.AdminGetConsumerResponse
@@ -724,7 +841,7 @@ export type AdminGetConsumerResponse = Message<"apikeys.v1.AdminGetConsumerRespo
  * Use `create(AdminGetConsumerResponseSchema)` to create a new message.
  */
 export const AdminGetConsumerResponseSchema: GenMessage<AdminGetConsumerResponse> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 25);
+  messageDesc(file_apikeys_v1_admin, 27);
 
 /**
  * @generated from message apikeys.v1.AdminGetConsumersRequest
@@ -743,6 +860,22 @@ export type AdminGetConsumersRequest = Message<"apikeys.v1.AdminGetConsumersRequ
    * @generated from field: string page_token = 2;
    */
   pageToken: string;
+
+  /**
+   * Space-separated terms, all of which a consumer must match: a bare word
+   * matches the username (substring, any case); `username:` likewise;
+   * `policy:` (id or name) a policy granted to it.
+   *
+   * @generated from field: string filter = 3;
+   */
+  filter: string;
+
+  /**
+   * "username" (the default) or "created_on", then optionally " desc".
+   *
+   * @generated from field: string order_by = 4;
+   */
+  orderBy: string;
 };
 
 /**
@@ -750,14 +883,14 @@ export type AdminGetConsumersRequest = Message<"apikeys.v1.AdminGetConsumersRequ
  * Use `create(AdminGetConsumersRequestSchema)` to create a new message.
  */
 export const AdminGetConsumersRequestSchema: GenMessage<AdminGetConsumersRequest> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 26);
+  messageDesc(file_apikeys_v1_admin, 28);
 
 /**
  * @generated from message apikeys.v1.AdminGetConsumersResponse
  */
 export type AdminGetConsumersResponse = Message<"apikeys.v1.AdminGetConsumersResponse"> & {
   /**
-   * Sorted by username.
+   * Sorted by username unless order_by says otherwise.
    *
    * @generated from field: repeated apikeys.v1.Consumer consumers = 1;
    */
@@ -769,6 +902,20 @@ export type AdminGetConsumersResponse = Message<"apikeys.v1.AdminGetConsumersRes
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
+
+  /**
+   * How many consumers match the filter, over all pages.
+   *
+   * @generated from field: int32 total_size = 3;
+   */
+  totalSize: number;
+
+  /**
+   * How many keys each listed consumer holds, by consumer id.
+   *
+   * @generated from field: map<string, int32> api_key_counts = 4;
+   */
+  apiKeyCounts: { [key: string]: number };
 };
 
 /**
@@ -776,7 +923,7 @@ export type AdminGetConsumersResponse = Message<"apikeys.v1.AdminGetConsumersRes
  * Use `create(AdminGetConsumersResponseSchema)` to create a new message.
  */
 export const AdminGetConsumersResponseSchema: GenMessage<AdminGetConsumersResponse> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 27);
+  messageDesc(file_apikeys_v1_admin, 29);
 
 /**
  * @generated from message apikeys.v1.AdminDeleteConsumerRequest
@@ -795,7 +942,7 @@ export type AdminDeleteConsumerRequest = Message<"apikeys.v1.AdminDeleteConsumer
  * Use `create(AdminDeleteConsumerRequestSchema)` to create a new message.
  */
 export const AdminDeleteConsumerRequestSchema: GenMessage<AdminDeleteConsumerRequest> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 28);
+  messageDesc(file_apikeys_v1_admin, 30);
 
 /**
  * @generated from message apikeys.v1.AdminDeleteConsumerResponse
@@ -821,7 +968,7 @@ export type AdminDeleteConsumerResponse = Message<"apikeys.v1.AdminDeleteConsume
  * Use `create(AdminDeleteConsumerResponseSchema)` to create a new message.
  */
 export const AdminDeleteConsumerResponseSchema: GenMessage<AdminDeleteConsumerResponse> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 29);
+  messageDesc(file_apikeys_v1_admin, 31);
 
 /**
  * @generated from message apikeys.v1.AdminGrantConsumerPoliciesRequest
@@ -847,7 +994,7 @@ export type AdminGrantConsumerPoliciesRequest = Message<"apikeys.v1.AdminGrantCo
  * Use `create(AdminGrantConsumerPoliciesRequestSchema)` to create a new message.
  */
 export const AdminGrantConsumerPoliciesRequestSchema: GenMessage<AdminGrantConsumerPoliciesRequest> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 30);
+  messageDesc(file_apikeys_v1_admin, 32);
 
 /**
  * @generated from message apikeys.v1.AdminGrantConsumerPoliciesResponse
@@ -864,7 +1011,7 @@ export type AdminGrantConsumerPoliciesResponse = Message<"apikeys.v1.AdminGrantC
  * Use `create(AdminGrantConsumerPoliciesResponseSchema)` to create a new message.
  */
 export const AdminGrantConsumerPoliciesResponseSchema: GenMessage<AdminGrantConsumerPoliciesResponse> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 31);
+  messageDesc(file_apikeys_v1_admin, 33);
 
 /**
  * @generated from message apikeys.v1.AdminRevokeConsumerPoliciesRequest
@@ -890,7 +1037,7 @@ export type AdminRevokeConsumerPoliciesRequest = Message<"apikeys.v1.AdminRevoke
  * Use `create(AdminRevokeConsumerPoliciesRequestSchema)` to create a new message.
  */
 export const AdminRevokeConsumerPoliciesRequestSchema: GenMessage<AdminRevokeConsumerPoliciesRequest> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 32);
+  messageDesc(file_apikeys_v1_admin, 34);
 
 /**
  * @generated from message apikeys.v1.AdminRevokeConsumerPoliciesResponse
@@ -907,7 +1054,7 @@ export type AdminRevokeConsumerPoliciesResponse = Message<"apikeys.v1.AdminRevok
  * Use `create(AdminRevokeConsumerPoliciesResponseSchema)` to create a new message.
  */
 export const AdminRevokeConsumerPoliciesResponseSchema: GenMessage<AdminRevokeConsumerPoliciesResponse> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 33);
+  messageDesc(file_apikeys_v1_admin, 35);
 
 /**
  * @generated from message apikeys.v1.AdminGetAuditEventsRequest
@@ -954,6 +1101,51 @@ export type AdminGetAuditEventsRequest = Message<"apikeys.v1.AdminGetAuditEvents
    * @generated from field: google.protobuf.Timestamp end_time = 6;
    */
   endTime?: Timestamp | undefined;
+
+  /**
+   * Only writes (calls that may change something) or only reads.
+   *
+   * @generated from field: apikeys.v1.AuditCallKind kind = 7;
+   */
+  kind: AuditCallKind;
+
+  /**
+   * Only calls of this method: its name ("AdminDeleteApiKey") or fully
+   * qualified ("apikeys.v1.ApiKeysAdminService/AdminDeleteApiKey").
+   *
+   * @generated from field: string method = 8;
+   */
+  method: string;
+
+  /**
+   * Only events naming this target: an id, or the name of a key (also a
+   * deleted one), a policy or a consumer's username.
+   *
+   * @generated from field: string target = 9;
+   */
+  target: string;
+
+  /**
+   * Only calls made by this key: its id or name.
+   *
+   * @generated from field: string actor = 10;
+   */
+  actor: string;
+
+  /**
+   * Only calls that ended so: "ok", "failed" (any error) or an error code
+   * name ("permission_denied", "not_found"...).
+   *
+   * @generated from field: string outcome = 11;
+   */
+  outcome: string;
+
+  /**
+   * Unspecified means AUDIT_EVENT_VIEW_STAGES.
+   *
+   * @generated from field: apikeys.v1.AuditEventView view = 12;
+   */
+  view: AuditEventView;
 };
 
 /**
@@ -961,7 +1153,7 @@ export type AdminGetAuditEventsRequest = Message<"apikeys.v1.AdminGetAuditEvents
  * Use `create(AdminGetAuditEventsRequestSchema)` to create a new message.
  */
 export const AdminGetAuditEventsRequestSchema: GenMessage<AdminGetAuditEventsRequest> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 34);
+  messageDesc(file_apikeys_v1_admin, 36);
 
 /**
  * @generated from message apikeys.v1.AdminGetAuditEventsResponse
@@ -980,6 +1172,14 @@ export type AdminGetAuditEventsResponse = Message<"apikeys.v1.AdminGetAuditEvent
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
+
+  /**
+   * Names of the keys, policies and consumers the page's actors and targets
+   * are (a deleted key keeps its last name); ids no longer known are absent.
+   *
+   * @generated from field: map<string, string> names = 3;
+   */
+  names: { [key: string]: string };
 };
 
 /**
@@ -987,7 +1187,106 @@ export type AdminGetAuditEventsResponse = Message<"apikeys.v1.AdminGetAuditEvent
  * Use `create(AdminGetAuditEventsResponseSchema)` to create a new message.
  */
 export const AdminGetAuditEventsResponseSchema: GenMessage<AdminGetAuditEventsResponse> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_admin, 35);
+  messageDesc(file_apikeys_v1_admin, 37);
+
+/**
+ * How much of each key's policy a list returns.
+ *
+ * @generated from enum apikeys.v1.ApiKeyView
+ */
+export enum ApiKeyView {
+  /**
+   * @generated from enum value: API_KEY_VIEW_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The policy's id and name only.
+   *
+   * @generated from enum value: API_KEY_VIEW_BASIC = 1;
+   */
+  BASIC = 1,
+
+  /**
+   * The whole policy, with its permissions.
+   *
+   * @generated from enum value: API_KEY_VIEW_FULL = 2;
+   */
+  FULL = 2,
+}
+
+/**
+ * Describes the enum apikeys.v1.ApiKeyView.
+ */
+export const ApiKeyViewSchema: GenEnum<ApiKeyView> = /*@__PURE__*/
+  enumDesc(file_apikeys_v1_admin, 0);
+
+/**
+ * Which calls an audit listing returns.
+ *
+ * @generated from enum apikeys.v1.AuditCallKind
+ */
+export enum AuditCallKind {
+  /**
+   * Every call.
+   *
+   * @generated from enum value: AUDIT_CALL_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Calls that may change something (every method with side effects).
+   *
+   * @generated from enum value: AUDIT_CALL_KIND_WRITE = 1;
+   */
+  WRITE = 1,
+
+  /**
+   * Calls without side effects (AdminGet...).
+   *
+   * @generated from enum value: AUDIT_CALL_KIND_READ = 2;
+   */
+  READ = 2,
+}
+
+/**
+ * Describes the enum apikeys.v1.AuditCallKind.
+ */
+export const AuditCallKindSchema: GenEnum<AuditCallKind> = /*@__PURE__*/
+  enumDesc(file_apikeys_v1_admin, 1);
+
+/**
+ * How an audit listing presents each call.
+ *
+ * @generated from enum apikeys.v1.AuditEventView
+ */
+export enum AuditEventView {
+  /**
+   * @generated from enum value: AUDIT_EVENT_VIEW_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * One event per stage: the attempt and, after it, the success or failure.
+   *
+   * @generated from enum value: AUDIT_EVENT_VIEW_STAGES = 1;
+   */
+  STAGES = 1,
+
+  /**
+   * One event per call: its outcome (with attempt_time set), or its attempt
+   * while it has none yet.
+   *
+   * @generated from enum value: AUDIT_EVENT_VIEW_CALLS = 2;
+   */
+  CALLS = 2,
+}
+
+/**
+ * Describes the enum apikeys.v1.AuditEventView.
+ */
+export const AuditEventViewSchema: GenEnum<AuditEventView> = /*@__PURE__*/
+  enumDesc(file_apikeys_v1_admin, 2);
 
 /**
  * The admin plane: every RPC needs a key whose policy grants the named
@@ -997,7 +1296,8 @@ export const AdminGetAuditEventsResponseSchema: GenMessage<AdminGetAuditEventsRe
  */
 export const ApiKeysAdminService: GenService<{
   /**
-   * Lists keys, oldest first, optionally only those of one policy.
+   * Lists keys, paged, filtered and sorted (oldest first unless `order_by` says
+   * otherwise). Each key names its policy (id and name) unless `view` asks for all of it.
    *
    * @generated from rpc apikeys.v1.ApiKeysAdminService.AdminGetApiKeys
    */
@@ -1049,6 +1349,17 @@ export const ApiKeysAdminService: GenService<{
     output: typeof AdminRotateApiKeyResponseSchema;
   },
   /**
+   * Ends a rotation's grace period now: the previous token stops working, the
+   * current one is untouched. Without a working previous token it changes nothing.
+   *
+   * @generated from rpc apikeys.v1.ApiKeysAdminService.AdminRevokePreviousToken
+   */
+  adminRevokePreviousToken: {
+    methodKind: "unary";
+    input: typeof AdminRevokePreviousTokenRequestSchema;
+    output: typeof AdminRevokePreviousTokenResponseSchema;
+  },
+  /**
    * Deletes a key for good: its token never works again.
    *
    * @generated from rpc apikeys.v1.ApiKeysAdminService.AdminDeleteApiKey
@@ -1059,7 +1370,7 @@ export const ApiKeysAdminService: GenService<{
     output: typeof AdminDeleteApiKeyResponseSchema;
   },
   /**
-   * Lists every policy, by name.
+   * Lists policies by name (every one unless `page_size` is set), filtered and sorted.
    *
    * @generated from rpc apikeys.v1.ApiKeysAdminService.AdminGetApiKeyPolicies
    */
@@ -1130,7 +1441,7 @@ export const ApiKeysAdminService: GenService<{
     output: typeof AdminGetConsumerResponseSchema;
   },
   /**
-   * Lists consumers by username, paged.
+   * Lists consumers by username (unless `order_by` says otherwise), paged and filtered.
    *
    * @generated from rpc apikeys.v1.ApiKeysAdminService.AdminGetConsumers
    */
@@ -1170,7 +1481,8 @@ export const ApiKeysAdminService: GenService<{
     output: typeof AdminRevokeConsumerPoliciesResponseSchema;
   },
   /**
-   * Lists audit events, newest first, paged and filtered.
+   * Lists audit events newest first, paged and filtered; one per stage, or one
+   * per call with its outcome (`view`).
    *
    * @generated from rpc apikeys.v1.ApiKeysAdminService.AdminGetAuditEvents
    */
