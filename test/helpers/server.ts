@@ -64,6 +64,20 @@ function bearer(token: string | undefined): Interceptor[] {
 
 /** A transport of the given protocol (HTTP/2 for gRPC, HTTP/1.1 for Connect, HTTP/2 for gRPC-Web unless asked). */
 export function transportFor(baseUrl: string, protocol: Protocol, token?: string, httpVersion?: "1.1" | "2"): Transport {
+  // One transport (so one HTTP/2 session) per combination, as a real client keeps: a new
+  // session per call would pile up idle connections until the per-address cap refuses them.
+  const cacheKey = JSON.stringify([baseUrl, protocol, token ?? null, httpVersion ?? null]);
+  let transport = transports.get(cacheKey);
+  if (transport === undefined) {
+    transport = createTransport(baseUrl, protocol, token, httpVersion);
+    transports.set(cacheKey, transport);
+  }
+  return transport;
+}
+
+const transports = new Map<string, Transport>();
+
+function createTransport(baseUrl: string, protocol: Protocol, token: string | undefined, httpVersion: "1.1" | "2" | undefined): Transport {
   const interceptors = bearer(token);
   switch (protocol) {
     case "connect":

@@ -12,24 +12,31 @@ import { clientsFor, PROTOCOLS, startTestServer, type TestServer } from "../help
 let t: TestServer;
 beforeAll(async () => {
   t = await startTestServer();
+  // A second key, so that listing one key a page yields a next-page token.
+  const { admin } = clientsFor(t.baseUrl, "connect", t.adminToken);
+  const { policies } = await admin.adminGetApiKeyPolicies({});
+  await admin.adminCreateApiKey({ name: "second", policyId: policies[0]!.id });
 });
 afterAll(() => t.stop());
 
 const b64 = (text: string) => Buffer.from(text).toString("base64url");
-const keyPageToken = (createdOn: string) => b64(JSON.stringify([createdOn, crypto.randomUUID()]));
 /** Seconds since the epoch of 0001-01-01T00:00:00Z, the earliest time a Timestamp may hold. */
 const YEAR_1 = -62_135_596_800n;
 
 describe.each(PROTOCOLS)("forged page tokens and times over %s", (protocol) => {
   const admin = () => clientsFor(t.baseUrl, protocol, t.adminToken).admin;
 
-  it("refuses key page tokens whose time is outside years 1–9999 with invalid_argument", async () => {
-    for (const time of ["+275760-09-13T00:00:00.000Z", "-000001-01-01T00:00:00.000Z", "+010000-01-01T00:00:00.000Z"]) {
-      const err = await rejection(admin().adminGetApiKeys({ pageToken: keyPageToken(time) }));
-      expect([time, err.code, err.rawMessage]).toEqual([time, Code.InvalidArgument, "page_token is not one this service issued"]);
+  it("refuses key page tokens whose position is out of range or not a time with invalid_argument", async () => {
+    // A real token (page 1 of 1-key pages), then the same token with its position forged.
+    const { nextPageToken } = await admin().adminGetApiKeys({ pageSize: 1 });
+    const [digest, , id] = JSON.parse(Buffer.from(nextPageToken, "base64url").toString("utf8")) as [string, string, string];
+    for (const position of ["9".repeat(19), "-" + "9".repeat(18), "2026-12-01T00:00:00Z", "1e30"]) {
+      const err = await rejection(admin().adminGetApiKeys({ pageSize: 1, pageToken: b64(JSON.stringify([digest, position, id])) }));
+      expect([position, err.code]).toEqual([position, Code.InvalidArgument]);
+      expect(err.rawMessage).toMatch(/^page_token is not one this service issued/);
     }
-    // A well-formed token of a plausible time still works.
-    expect((await admin().adminGetApiKeys({ pageToken: keyPageToken("9000-01-01T00:00:00.000Z") })).apiKeys).toEqual([]);
+    // The token as issued still works.
+    await admin().adminGetApiKeys({ pageSize: 1, pageToken: nextPageToken });
   });
 
   it("refuses audit page tokens beyond the id range with invalid_argument", async () => {
@@ -44,7 +51,7 @@ describe.each(PROTOCOLS)("forged page tokens and times over %s", (protocol) => {
     for (const name of ["a\u0000b", "x".repeat(300)]) {
       const err = await rejection(admin().adminGetConsumers({ pageToken: b64(name) }));
       expect(err.code).toBe(Code.InvalidArgument);
-      expect(err.rawMessage).toBe("page_token is not one this service issued");
+      expect(err.rawMessage).toMatch(/^page_token is not one this service issued/);
     }
   });
 
