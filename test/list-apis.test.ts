@@ -109,7 +109,10 @@ describe.each(PROTOCOLS)("key listing over %s", (protocol) => {
         pageToken = page.nextPageToken;
         pages++;
       } while (pageToken !== "" && pages < 20);
-      expect(paged).toEqual(whole);
+      // The admin key making these calls has its last use recorded as they happen, so its own
+      // place in a last_used_on order moves while paging; every other key's must not.
+      const others = (list: string[]) => list.filter((n) => n !== "bootstrap");
+      expect(others(paged)).toEqual(others(whole));
     },
   );
 

@@ -408,7 +408,8 @@ it("is still healthy and has given its memory back", async () => {
   await res.arrayBuffer();
   await new Promise((r) => setTimeout(r, 2_000));
   const rss = rssBytes(server.child.pid!);
-  // V8 returns memory lazily; a leak of fuzzed payloads (up to 70 KB each, 10,000 of them) would far exceed this.
-  expect(rss).toBeLessThan(warmup.rss + 96 * 1024 * 1024);
+  // V8 returns memory lazily (growth near 100 MB is seen without any leak); a leak of fuzzed
+  // payloads (up to 70 KB each, 10,000 of them, ~700 MB) would far exceed this.
+  expect(rss).toBeLessThan(warmup.rss + 192 * 1024 * 1024);
   expect(server.child.exitCode).toBeNull();
 });
