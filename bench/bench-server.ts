@@ -12,9 +12,9 @@ import * as grpc from "@grpc/grpc-js";
 import { sql } from "kysely";
 import { readConfig } from "../src/config.js";
 import { VerifyTokenRequestSchema, VerifyTokenResponseSchema, VerifyCode } from "../src/gen/apikeys/v1/api_keys_pb.js";
-import { listen } from "../src/listener.js";
+import { listen } from "../src/http/listener.js";
 import { createLogger } from "../src/logger.js";
-import { requestLogInterceptor } from "../src/request-log-interceptor.js";
+import { requestLogInterceptor } from "../src/interceptors/request-log.js";
 import { startServer } from "../src/server.js";
 import { hashToken } from "../src/tokens/token.js";
 import { type KeyRecord, VerdictCache } from "../src/verify/verdict-cache.js";
@@ -38,7 +38,7 @@ const registry = createFileRegistry(
 const BenchService = registry.getService("bench.v1.BenchService")!;
 const emptyMethod = BenchService.methods[0] as DescMethodUnary<typeof EmptySchema, typeof EmptySchema>;
 const emptyRoutes = (router: ConnectRouter) => router.rpc(emptyMethod, async () => ({}));
-const empty = await listen(connectNodeAdapter({ routes: emptyRoutes, interceptors: [requestLogInterceptor(logger)] }), 0, "127.0.0.1", config.connectionLimits);
+const empty = await listen(connectNodeAdapter({ routes: emptyRoutes, interceptors: [requestLogInterceptor(logger)] }), 0, "127.0.0.1", config.http.limits);
 
 // Raw node:http2 / node:http handlers answering with fixed bytes given by the driver.
 const fixed = { grpc: Buffer.alloc(0), connectProto: Buffer.alloc(0), connectJson: Buffer.alloc(0) };
@@ -122,7 +122,7 @@ const control = http.createServer((req, res) => {
           const started = performance.now();
           for (let i = 0; i < n; i++) {
             const t0 = performance.now();
-            const hash = hashToken(tokens[i % tokens.length]!, config.tokenPepper);
+            const hash = hashToken(tokens[i % tokens.length]!, config.tokens.pepper);
             // The best a bare lookup can do through the same pool: a prepared statement on Postgres.
             if (prepared) await prepared("bench_bare_select", "select id, policy_id, enabled from api_keys where token_hash = $1", [hash]);
             else await db.selectFrom("api_keys").select(["id", "policy_id", "enabled"]).where("token_hash", "=", hash).executeTakeFirst();
@@ -149,7 +149,7 @@ const control = http.createServer((req, res) => {
         case "/fill-cache": {
           // RSS with the default cap after inserting n distinct entries shaped like real ones.
           const n = Number(url.searchParams.get("n") ?? 1_000_000);
-          const cache = new VerdictCache(config.cacheMaxEntries);
+          const cache = new VerdictCache(config.cache.maxEntries);
           global.gc?.();
           const before = process.memoryUsage();
           const now = new Date();
@@ -180,7 +180,7 @@ const control = http.createServer((req, res) => {
           res.end(
             JSON.stringify({
               entries: cache.size,
-              cap: config.cacheMaxEntries,
+              cap: config.cache.maxEntries,
               rssBefore: before.rss,
               rssAfter: after.rss,
               heapBefore: before.heapUsed,

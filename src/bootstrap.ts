@@ -1,9 +1,9 @@
 import { sql, type Kysely } from "kysely";
 import { SERVER_AUTHORITY } from "./auth/authority.js";
 import type { Database } from "./db/schema.js";
+import { type WriteContext, write } from "./db/write.js";
 import { createKey, type TokenSettings } from "./keys/key.service.js";
 import { listServicePermissions } from "./permissions/permission.repository.js";
-import { notifyInvalidation } from "./invalidation/invalidation.js";
 import { OWN_SERVICE } from "./permissions/permission.service.js";
 import { createPolicy } from "./policies/policy.service.js";
 import { findPolicyByName } from "./policies/policy.repository.js";
@@ -34,13 +34,17 @@ export async function bootstrap(
       const permissions = (await listServicePermissions(conn, OWN_SERVICE)).filter((p) => !p.deprecated).map((p) => p.name);
       const policy =
         (await findPolicyByName(conn, ADMIN_POLICY_NAME)) ??
-        (await createPolicy(
-          conn,
-          { name: ADMIN_POLICY_NAME, description: "Full access to the apikeys admin and data planes.", permissions },
-          SERVER_AUTHORITY,
+        (await write(startup(conn), undefined, (w) =>
+          createPolicy(w, SERVER_AUTHORITY, {
+            name: ADMIN_POLICY_NAME,
+            description: "Full access to the apikeys admin and data planes.",
+            permissions,
+          }),
         ));
       const token = bootstrapToken ?? generateToken(tokens.prefix);
-      await createKey(conn, tokens, { name: BOOTSTRAP_KEY_NAME, policyId: policy.id, token }, SERVER_AUTHORITY);
+      await write(startup(conn), undefined, (w) =>
+        createKey(w, tokens, SERVER_AUTHORITY, { name: BOOTSTRAP_KEY_NAME, policyId: policy.id, token }),
+      );
       await conn.insertInto("service_state").values({ key: BOOTSTRAPPED, value: new Date().toISOString() }).execute();
       return { token, generated: bootstrapToken === undefined };
     } finally {
@@ -55,7 +59,7 @@ export async function bootstrap(
  * (e.g. `apikeys:leaks.report`). Runs on every start; returns what it added.
  */
 export async function grantOwnPermissionsToAdminPolicy(db: Kysely<Database>): Promise<string[]> {
-  return db.transaction().execute(async (tx) => {
+  return write(startup(db), undefined, async ({ tx, invalidate }) => {
     const policy = await findPolicyByName(tx, ADMIN_POLICY_NAME);
     if (policy === undefined) return [];
     const added = await tx
@@ -71,7 +75,12 @@ export async function grantOwnPermissionsToAdminPolicy(db: Kysely<Database>): Pr
       .onConflict((oc) => oc.doNothing())
       .returning("permission")
       .execute();
-    if (added.length > 0) await notifyInvalidation(tx, { kind: "policy", id: policy.id });
+    if (added.length > 0) await invalidate({ kind: "policy", id: policy.id });
     return added.map((row) => row.permission).sort();
   });
+}
+
+/** Start-up writes run before any verifier exists: nothing of this instance is cached yet. */
+function startup(db: Kysely<Database>): WriteContext {
+  return { db, evict: () => {} };
 }

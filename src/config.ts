@@ -1,56 +1,85 @@
 import { resolve } from "node:path";
-import type { ConnectionLimits } from "./listener.js";
 import { parseToken } from "./tokens/token.js";
 
-/** Typed, validated service configuration. */
+/** Timeouts and caps that keep slow or idle clients from holding connections (docs/operations.md). */
+export interface ConnectionLimits {
+  /** A new connection must send enough bytes to tell HTTP/1.1 from HTTP/2 within this. */
+  sniffTimeoutMs: number;
+  /** HTTP/1.1: a request's headers must be complete within this of its first byte (or of the connection). */
+  headersTimeoutMs: number;
+  /** A request (headers and body) must be received completely within this; 0 disables. */
+  requestTimeoutMs: number;
+  /** HTTP/1.1: a keep-alive connection with no request for this long is closed. */
+  keepAliveTimeoutMs: number;
+  /** HTTP/2: a session with no open stream for this long is closed. */
+  h2IdleTimeoutMs: number;
+  /** Open connections allowed from one remote address; 0 disables the cap. */
+  maxConnectionsPerAddress: number;
+}
+
+/** Typed, validated service configuration, one section per part of the server (docs/configuration.md). */
 export interface Config {
-  port: number;
-  host: string | undefined;
-  /** When set, the admin service is served only on this port. */
-  adminPort: number | undefined;
-  adminHost: string;
-  /** Postgres connection string; undefined selects embedded PGlite. */
-  databaseUrl: string | undefined;
-  databasePoolSize: number;
-  /** PGlite data directory, or "memory://" for a throwaway database. */
-  dataDir: string;
-  tokenPrefix: string;
-  /** Server secret mixed into token hashes (HMAC-SHA256) when set. */
-  tokenPepper: string | undefined;
-  bootstrapToken: string | undefined;
-  cacheMaxEntries: number;
-  /** Longest time a cached verdict is trusted without an invalidation. */
-  cacheMaxAgeMs: number;
-  /** cache_ttl that VerifyToken tells callers. */
-  verdictTtlMs: number;
-  shutdownGraceMs: number;
-  /** Failed authentications allowed per client address per window; 0 disables throttling. */
-  authFailureLimit: number;
-  authFailureWindowMs: number;
-  /** How long cached keys keep answering after the database connection is lost; 0 refuses at once. */
-  outageStalenessMs: number;
-  /** How often the LISTEN connection proves itself with a self-NOTIFY; an echo missing this long marks it down. */
-  listenerPingIntervalMs: number;
   logLevel: string;
-  /** Largest request JSON an audit event stores whole (UTF-8 bytes); larger ones are stored truncated. */
-  auditRequestMaxBytes: number;
-  /** Server secret that encrypts signing keys' secrets at rest; unset, the embedded database generates one (see jwt/server-secret-key). */
-  secretKey: string | undefined;
-  /** Longest lifetime (exp - iat) of a JWT signed with a signing key. */
-  jwtMaxLifetimeMs: number;
-  /** Clock difference tolerated on a JWT's iat and exp. */
-  jwtClockSkewMs: number;
-  /** Connection timeouts and caps of every listener. */
-  connectionLimits: ConnectionLimits;
-  /** Open WatchInvalidations streams allowed per API key and per remote address. */
-  maxWatchStreamsPerKey: number;
-  maxWatchStreamsPerAddress: number;
-  /** Open grpc.health.v1 Health/Watch streams allowed per remote address. */
-  maxHealthWatchStreamsPerAddress: number;
-  /** Postgres statement_timeout on every pooled connection; 0 disables. */
-  statementTimeoutMs: number;
-  /** Approximate memory the verdict cache may hold, in bytes. */
-  cacheMaxBytes: number;
+  http: {
+    port: number;
+    host: string | undefined;
+    /** When set, the admin service is served only on this port. */
+    adminPort: number | undefined;
+    adminHost: string;
+    shutdownGraceMs: number;
+    /** Connection timeouts and caps of every listener. */
+    limits: ConnectionLimits;
+    /** Open WatchInvalidations streams allowed per API key and per remote address. */
+    maxWatchStreamsPerKey: number;
+    maxWatchStreamsPerAddress: number;
+    /** Open grpc.health.v1 Health/Watch streams allowed per remote address. */
+    maxHealthWatchStreamsPerAddress: number;
+  };
+  database: {
+    /** Postgres connection string; undefined selects embedded PGlite. */
+    url: string | undefined;
+    poolSize: number;
+    /** PGlite data directory, or "memory://" for a throwaway database. */
+    dataDir: string;
+    /** Postgres statement_timeout on every pooled connection; 0 disables. */
+    statementTimeoutMs: number;
+    /** How often the LISTEN connection proves itself with a self-NOTIFY; an echo missing this long marks it down. */
+    listenerPingIntervalMs: number;
+  };
+  tokens: {
+    prefix: string;
+    /** Server secret mixed into token hashes (HMAC-SHA256) when set. */
+    pepper: string | undefined;
+    bootstrapToken: string | undefined;
+  };
+  cache: {
+    maxEntries: number;
+    /** Approximate memory the verdict cache may hold, in bytes. */
+    maxBytes: number;
+    /** Longest time a cached verdict is trusted without an invalidation. */
+    maxAgeMs: number;
+    /** cache_ttl that VerifyToken tells callers. */
+    verdictTtlMs: number;
+    /** How long cached keys keep answering after the database connection is lost; 0 refuses at once. */
+    outageStalenessMs: number;
+  };
+  throttle: {
+    /** Failed authentications allowed per client address per window; 0 disables throttling. */
+    authFailureLimit: number;
+    authFailureWindowMs: number;
+  };
+  signing: {
+    /** Server secret that encrypts signing keys' secrets at rest; unset, the embedded database generates one (see jwt/server-secret-key). */
+    secretKey: string | undefined;
+    /** Longest lifetime (exp - iat) of a JWT signed with a signing key. */
+    jwtMaxLifetimeMs: number;
+    /** Clock difference tolerated on a JWT's iat and exp. */
+    jwtClockSkewMs: number;
+  };
+  audit: {
+    /** Largest request JSON an audit event stores whole (UTF-8 bytes); larger ones are stored truncated. */
+    requestMaxBytes: number;
+  };
 }
 
 /** A configuration error, reported as one line before the process exits. */
@@ -113,41 +142,50 @@ export function readConfig(env: Env = process.env): Config {
     throw new ConfigError("APIKEYS_REQUEST_TIMEOUT_SECONDS must be 0 or at least APIKEYS_HEADERS_TIMEOUT_SECONDS");
   }
   return {
-    port,
-    host: env.HOST || undefined,
-    adminPort,
-    adminHost: env.ADMIN_HOST || "127.0.0.1",
-    databaseUrl,
-    databasePoolSize: integer(env, "DATABASE_POOL_SIZE", 10, 1, 1000),
-    dataDir: dataDir.startsWith("memory://") ? dataDir : resolve(dataDir),
-    tokenPrefix,
-    tokenPepper: pepper,
-    bootstrapToken,
-    cacheMaxEntries: integer(env, "APIKEYS_CACHE_MAX_ENTRIES", 100_000, 0, 100_000_000),
-    cacheMaxAgeMs: integer(env, "APIKEYS_CACHE_MAX_AGE_SECONDS", 300, 0, 86_400) * 1000,
-    verdictTtlMs: integer(env, "APIKEYS_VERDICT_TTL_SECONDS", 10, 0, 3600) * 1000,
-    shutdownGraceMs: integer(env, "APIKEYS_SHUTDOWN_GRACE_SECONDS", 10, 0, 600) * 1000,
-    authFailureLimit: integer(env, "APIKEYS_AUTH_FAILURE_LIMIT", 100, 0, 1_000_000),
-    authFailureWindowMs: integer(env, "APIKEYS_AUTH_FAILURE_WINDOW_SECONDS", 60, 1, 86_400) * 1000,
-    outageStalenessMs: integer(env, "APIKEYS_OUTAGE_STALENESS_SECONDS", 30, 0, 3600) * 1000,
-    listenerPingIntervalMs: integer(env, "APIKEYS_LISTENER_PING_SECONDS", 5, 1, 600) * 1000,
     logLevel,
-    auditRequestMaxBytes: integer(env, "APIKEYS_AUDIT_REQUEST_MAX_BYTES", 8_192, 256, 65_536),
-    secretKey,
-    jwtMaxLifetimeMs: integer(env, "APIKEYS_JWT_MAX_LIFETIME_SECONDS", 300, 1, 86_400) * 1000,
-    jwtClockSkewMs: integer(env, "APIKEYS_JWT_CLOCK_SKEW_SECONDS", 30, 0, 600) * 1000,
-    connectionLimits: {
-      sniffTimeoutMs: integer(env, "APIKEYS_SNIFF_TIMEOUT_SECONDS", 10, 1, 3600) * 1000,
-      headersTimeoutMs,
-      requestTimeoutMs,
-      keepAliveTimeoutMs: integer(env, "APIKEYS_KEEPALIVE_TIMEOUT_SECONDS", 65, 1, 3600) * 1000,
-      h2IdleTimeoutMs: integer(env, "APIKEYS_H2_IDLE_TIMEOUT_SECONDS", 300, 1, 86_400) * 1000,
-      maxConnectionsPerAddress: integer(env, "APIKEYS_MAX_CONNECTIONS_PER_ADDRESS", 256, 0, 1_000_000),
+    http: {
+      port,
+      host: env.HOST || undefined,
+      adminPort,
+      adminHost: env.ADMIN_HOST || "127.0.0.1",
+      shutdownGraceMs: integer(env, "APIKEYS_SHUTDOWN_GRACE_SECONDS", 10, 0, 600) * 1000,
+      limits: {
+        sniffTimeoutMs: integer(env, "APIKEYS_SNIFF_TIMEOUT_SECONDS", 10, 1, 3600) * 1000,
+        headersTimeoutMs,
+        requestTimeoutMs,
+        keepAliveTimeoutMs: integer(env, "APIKEYS_KEEPALIVE_TIMEOUT_SECONDS", 65, 1, 3600) * 1000,
+        h2IdleTimeoutMs: integer(env, "APIKEYS_H2_IDLE_TIMEOUT_SECONDS", 300, 1, 86_400) * 1000,
+        maxConnectionsPerAddress: integer(env, "APIKEYS_MAX_CONNECTIONS_PER_ADDRESS", 256, 0, 1_000_000),
+      },
+      maxWatchStreamsPerKey: integer(env, "APIKEYS_MAX_WATCH_STREAMS_PER_KEY", 128, 1, 1_000_000),
+      maxWatchStreamsPerAddress: integer(env, "APIKEYS_MAX_WATCH_STREAMS_PER_ADDRESS", 16, 1, 1_000_000),
+      maxHealthWatchStreamsPerAddress: integer(env, "APIKEYS_MAX_HEALTH_WATCH_STREAMS_PER_ADDRESS", 16, 1, 1_000_000),
     },
-    maxWatchStreamsPerKey: integer(env, "APIKEYS_MAX_WATCH_STREAMS_PER_KEY", 128, 1, 1_000_000),
-    maxWatchStreamsPerAddress: integer(env, "APIKEYS_MAX_WATCH_STREAMS_PER_ADDRESS", 16, 1, 1_000_000),
-    maxHealthWatchStreamsPerAddress: integer(env, "APIKEYS_MAX_HEALTH_WATCH_STREAMS_PER_ADDRESS", 16, 1, 1_000_000),
-    statementTimeoutMs: integer(env, "APIKEYS_STATEMENT_TIMEOUT_SECONDS", 10, 0, 3600) * 1000,
-    cacheMaxBytes: integer(env, "APIKEYS_CACHE_MAX_MEGABYTES", 64, 1, 1_000_000) * 1024 * 1024,
+    database: {
+      url: databaseUrl,
+      poolSize: integer(env, "DATABASE_POOL_SIZE", 10, 1, 1000),
+      dataDir: dataDir.startsWith("memory://") ? dataDir : resolve(dataDir),
+      statementTimeoutMs: integer(env, "APIKEYS_STATEMENT_TIMEOUT_SECONDS", 10, 0, 3600) * 1000,
+      listenerPingIntervalMs: integer(env, "APIKEYS_LISTENER_PING_SECONDS", 5, 1, 600) * 1000,
+    },
+    tokens: { prefix: tokenPrefix, pepper, bootstrapToken },
+    cache: {
+      maxEntries: integer(env, "APIKEYS_CACHE_MAX_ENTRIES", 100_000, 0, 100_000_000),
+      maxBytes: integer(env, "APIKEYS_CACHE_MAX_MEGABYTES", 64, 1, 1_000_000) * 1024 * 1024,
+      maxAgeMs: integer(env, "APIKEYS_CACHE_MAX_AGE_SECONDS", 300, 0, 86_400) * 1000,
+      verdictTtlMs: integer(env, "APIKEYS_VERDICT_TTL_SECONDS", 10, 0, 3600) * 1000,
+      outageStalenessMs: integer(env, "APIKEYS_OUTAGE_STALENESS_SECONDS", 30, 0, 3600) * 1000,
+    },
+    throttle: {
+      authFailureLimit: integer(env, "APIKEYS_AUTH_FAILURE_LIMIT", 100, 0, 1_000_000),
+      authFailureWindowMs: integer(env, "APIKEYS_AUTH_FAILURE_WINDOW_SECONDS", 60, 1, 86_400) * 1000,
+    },
+    signing: {
+      secretKey,
+      jwtMaxLifetimeMs: integer(env, "APIKEYS_JWT_MAX_LIFETIME_SECONDS", 300, 1, 86_400) * 1000,
+      jwtClockSkewMs: integer(env, "APIKEYS_JWT_CLOCK_SKEW_SECONDS", 30, 0, 600) * 1000,
+    },
+    audit: { requestMaxBytes: integer(env, "APIKEYS_AUDIT_REQUEST_MAX_BYTES", 8_192, 256, 65_536) },
+
   };
 }

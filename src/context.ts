@@ -1,26 +1,151 @@
+import type { Interceptor } from "@connectrpc/connect";
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
+import { peerContextValues } from "./auth/auth-context.js";
 import type { Config } from "./config.js";
-import type { PreparedQuery } from "./db/database.js";
+import type { DatabaseHandle, PreparedQuery } from "./db/database.js";
+import { checkDatabase } from "./db/health-check.js";
+import { type Invalidation, parseInvalidation } from "./db/invalidation.js";
 import type { Database } from "./db/schema.js";
-import type { InvalidationBus } from "./invalidation/invalidation-bus.js";
-import type { SharedStatus } from "./streams/shared-status.js";
-import type { StreamCaps } from "./streams/stream-caps.js";
-import type { Verifier } from "./verify/verifier.js";
+import type { WriteContext } from "./db/write.js";
+import type { ComponentHealth } from "./gen/apikeys/v1/api_keys_pb.js";
+import { auditInterceptors } from "./interceptors/audit.js";
+import { authInterceptor, failureThrottleInterceptor } from "./interceptors/auth.js";
+import { errorInterceptor } from "./interceptors/errors.js";
+import { Metrics } from "./interceptors/metrics.js";
+import { requestLogInterceptor } from "./interceptors/request-log.js";
+import { SecretBox } from "./jwt/secret-box.js";
+import type { TokenSettings } from "./keys/key.service.js";
+import { InvalidationBus } from "./streams/invalidation-bus.js";
+import { SharedStatus } from "./streams/shared-status.js";
+import { StreamCaps } from "./streams/stream-caps.js";
+import { Verifier } from "./verify/verifier.js";
 
-/** What every handler may use. */
-export interface AppContext {
-  config: Config;
+/** How often the database is re-checked while any Health/Watch stream is open. */
+export const HEALTH_WATCH_INTERVAL_MS = 5_000;
+
+/** The limits handlers apply, from config. */
+export interface HandlerLimits {
+  /** cache_ttl that VerifyToken tells callers. */
+  verdictTtlMs: number;
+  /** Largest request JSON an audit event stores whole. */
+  auditRequestMaxBytes: number;
+  maxWatchStreamsPerKey: number;
+  maxWatchStreamsPerAddress: number;
+  maxHealthWatchStreamsPerAddress: number;
+}
+
+/** Everything a handler may use, built once per server by `createAppContext`. */
+export interface AppContext extends WriteContext {
   db: Kysely<Database>;
   databaseKind: "postgres" | "pglite";
   /** Named prepared statements on the pool, for hot queries (Postgres only). */
   prepared: PreparedQuery | undefined;
   logger: Logger;
+  /** How tokens are hashed and signing secrets sealed (one SecretBox for the server). */
+  tokens: TokenSettings;
+  limits: HandlerLimits;
   verifier: Verifier;
+  metrics: Metrics;
   /** Relays invalidation events to WatchInvalidations streams. */
   invalidations: InvalidationBus;
   /** Open long-lived streams per key and per address, for their caps. */
   streamCaps: StreamCaps;
-  /** Whether the database answers, polled once for all Health/Watch streams. */
+  /** Whether the service is healthy (database answers, invalidations live), polled once for all Health/Watch streams. */
   databaseHealth: SharedStatus<boolean>;
+  /**
+   * The interceptors of each plane, outermost first. Data plane: errors, request
+   * log, metrics, failure throttle, auth. The admin plane adds the audit log
+   * around auth: its outer half also records calls auth refuses, its inner half
+   * knows the actor; a peer the throttle blocks is refused before it, so failing
+   * authentication cannot fill the log.
+   */
+  interceptors: { data: Interceptor[]; admin: Interceptor[]; logged: Interceptor[] };
+  /** Context values of a request from a Node server (its peer's address). */
+  contextValues: typeof peerContextValues;
+  /** Whether the database answers (the `database` health component). */
+  checkDatabase(): Promise<ComponentHealth>;
+  /** Applies an invalidation NOTIFY from any instance (this one included). */
+  onInvalidation(payload: string): void;
+  /** Follows the LISTEN connection's state (see DatabaseHandle.listen). */
+  onListenerState(listening: boolean, missedSince?: number): void;
+  /** Stops background work and flushes what is batched (last-used times); streams are ended by `invalidations.close()` first. */
+  close(): Promise<void>;
+}
+
+/** Builds every dependency of the handlers once, from the configuration and an open, migrated database. */
+export function createAppContext(config: Config, logger: Logger, database: DatabaseHandle): AppContext {
+  const secrets = config.signing.secretKey === undefined ? undefined : new SecretBox(config.signing.secretKey);
+  const tokens: TokenSettings = { prefix: config.tokens.prefix, pepper: config.tokens.pepper, secrets };
+  const verifier = new Verifier(
+    database.db,
+    {
+      tokens,
+      cacheMaxEntries: config.cache.maxEntries,
+      cacheMaxBytes: config.cache.maxBytes,
+      cacheMaxAgeMs: config.cache.maxAgeMs,
+      prepared: database.prepared,
+      authFailureLimit: config.throttle.authFailureLimit,
+      authFailureWindowMs: config.throttle.authFailureWindowMs,
+      outageStalenessMs: config.cache.outageStalenessMs,
+      signing: { secrets, maxLifetimeMs: config.signing.jwtMaxLifetimeMs, clockSkewMs: config.signing.jwtClockSkewMs },
+    },
+    logger,
+  );
+  const metrics = new Metrics({ verifier, poolStats: database.poolStats });
+  const invalidations = new InvalidationBus();
+
+  const errors = errorInterceptor();
+  const requestLog = requestLogInterceptor(logger);
+  const measured = metrics.interceptor();
+  const throttle = failureThrottleInterceptor(verifier);
+  const auth = authInterceptor(verifier);
+  const audit = auditInterceptors(database.db, logger, config.audit.requestMaxBytes);
+
+  const ctx: AppContext = {
+    db: database.db,
+    databaseKind: database.kind,
+    prepared: database.prepared,
+    logger,
+    tokens,
+    limits: {
+      verdictTtlMs: config.cache.verdictTtlMs,
+      auditRequestMaxBytes: config.audit.requestMaxBytes,
+      maxWatchStreamsPerKey: config.http.maxWatchStreamsPerKey,
+      maxWatchStreamsPerAddress: config.http.maxWatchStreamsPerAddress,
+      maxHealthWatchStreamsPerAddress: config.http.maxHealthWatchStreamsPerAddress,
+    },
+    verifier,
+    metrics,
+    invalidations,
+    streamCaps: new StreamCaps(),
+    // Serving means what Check says: the database answers and invalidations are proven to arrive.
+    databaseHealth: new SharedStatus(async () => (await ctx.checkDatabase()).healthy && verifier.isListening, HEALTH_WATCH_INTERVAL_MS),
+    interceptors: {
+      data: [errors, requestLog, measured, throttle, auth],
+      admin: [errors, requestLog, measured, throttle, audit.outer, auth, audit.inner],
+      // Public infrastructure (reflection): logged, never authenticated.
+      logged: [errors, requestLog],
+    },
+    contextValues: peerContextValues,
+    checkDatabase: () => checkDatabase(ctx.db, database.kind),
+    evict(event: Invalidation) {
+      verifier.invalidate(event);
+    },
+    onInvalidation(payload) {
+      metrics.observeInvalidation(payload);
+      const event = parseInvalidation(payload);
+      if (event) {
+        verifier.invalidate(event);
+        invalidations.publish(event);
+      }
+    },
+    onListenerState(listening, missedSince) {
+      verifier.setListening(listening, missedSince);
+      invalidations.setListening(listening);
+      logger.info({ listening }, "invalidation listener state");
+    },
+    close: () => verifier.close(),
+  };
+  return ctx;
 }

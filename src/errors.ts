@@ -1,4 +1,3 @@
-import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb.js";
 
@@ -174,112 +173,68 @@ export function withCode(error: ConnectError, code: Code, moreDetails: ConnectEr
   return copy;
 }
 
-/** Names the constraint behind each unique violation, for a clear message. */
-const UNIQUE_MESSAGES: Record<string, string> = {
-  policies_name_key: "a policy with this name already exists",
-  api_keys_name_key: "an API key with this name already exists",
-  consumers_username_key: "a consumer with this username already exists",
-};
-
-interface PgError {
-  code?: string;
-  constraint?: string;
-  message?: string;
-}
-
-const CONNECTION_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "57P01", "57P02", "57P03", "08000", "08003", "08006", "08001", "08004"]);
-
 /**
- * Maps any error thrown below a handler to a ConnectError: database errors by
- * SQLSTATE, ConnectErrors unchanged, everything else `internal` with no detail.
+ * A refusal raised below the RPC layer (domain services, validation, the
+ * verifier): a reason of this service, a message for the caller and the facts
+ * behind it. It knows nothing of Connect; the error interceptor turns it into
+ * the ConnectError of its reason (see `apiError`), on every protocol alike.
  */
-export function toConnectError(err: unknown): ConnectError {
-  if (err instanceof ConnectError) return withErrorDetails(err);
-  const pgErr = err as PgError;
-  switch (pgErr?.code) {
-    case "23505":
-      return apiError("ALREADY_EXISTS", UNIQUE_MESSAGES[pgErr.constraint ?? ""] ?? "already exists", {
-        metadata: pgErr.constraint === undefined ? {} : { constraint: pgErr.constraint },
-      });
-    case "23503":
-      return apiError("FAILED_PRECONDITION", "a referenced record no longer exists");
-    case "40001":
-    case "40P01":
-      return apiError("CONCURRENT_UPDATE", "concurrent update, retry");
-    case "22001":
-    case "22021":
-    case "22P02":
-    // NUL (\u0000) in a jsonb value: text that Postgres cannot store.
-    case "22P05":
-      return apiError("INVALID_REQUEST", "invalid value");
-  }
-  if (pgErr?.code && CONNECTION_ERRORS.has(pgErr.code)) {
-    return apiError("DATABASE_UNAVAILABLE", "database unavailable");
-  }
-  const message = (err as Error)?.message ?? "";
-  if (/timeout|Connection terminated|connect ECONNREFUSED/i.test(message)) {
-    return apiError("DATABASE_UNAVAILABLE", "database unavailable");
-  }
-  return apiError("INTERNAL", "internal error", { cause: err });
-}
+export class ApiError extends Error {
+  override readonly name = "ApiError";
 
-/** Runs database work, turning whatever it throws into a ConnectError (see toConnectError). */
-export async function withConnectErrors<T>(work: () => Promise<T>): Promise<T> {
-  try {
-    return await work();
-  } catch (err) {
-    throw toConnectError(err);
+  constructor(
+    readonly reason: Reason,
+    message: string,
+    readonly facts: ErrorFacts = {},
+  ) {
+    super(message, facts.cause === undefined ? undefined : { cause: facts.cause });
+  }
+
+  /** The Connect code of its reason. */
+  get code(): Code {
+    return REASONS[this.reason];
   }
 }
 
 /**
- * An invalid_argument error about `field`; without one, classified by its message
- * like a codec's refusal (INVALID_FIELD for the field it starts with, else INVALID_REQUEST).
+ * An invalid_argument refusal about `field`; without one, classified by its
+ * message like a codec's refusal (INVALID_FIELD for the field it starts with,
+ * else INVALID_REQUEST).
  */
-export function invalidArgument(message: string, field?: string): ConnectError {
-  return field === undefined ? withErrorDetails(new ConnectError(message, Code.InvalidArgument)) : apiError("INVALID_FIELD", message, { field });
+export function invalidArgument(message: string, field?: string): ApiError {
+  if (field !== undefined) return new ApiError("INVALID_FIELD", message, { field });
+  const { reason, facts } = classify(Code.InvalidArgument, message);
+  return new ApiError(reason, message, facts);
 }
 
-/** A not_found error. */
-export function notFound(message: string): ConnectError {
-  return apiError("NOT_FOUND", message);
+/** A not_found refusal. */
+export function notFound(message: string): ApiError {
+  return new ApiError("NOT_FOUND", message);
 }
 
-const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-/** Whether a string is shaped like a UUID (any version, any case). */
-export function isUuid(value: string): boolean {
-  return UUID_PATTERN.test(value);
+/** A permission_denied refusal: the caller may not do this (no-escalation and consumer-scope rules). */
+export function permissionDenied(message: string): ApiError {
+  return new ApiError("PERMISSION_MISSING", message);
 }
 
-/** Checks that an id field holds a UUID, naming the field otherwise. */
-export function requireUuid(field: string, value: string): string {
-  if (value === "") throw invalidArgument(`${field} is required`);
-  if (!UUID_PATTERN.test(value)) throw invalidArgument(`${field} must be a UUID, got "${value.slice(0, 64)}"`);
-  return value.toLowerCase();
+/** A failed_precondition refusal: the request is sound but the state does not allow it. */
+export function failedPrecondition(message: string): ApiError {
+  return new ApiError("FAILED_PRECONDITION", message);
 }
 
-/** Checks a display name: 1 to 200 characters, no control characters, not blank. */
-export function requireName(field: string, value: string): string {
-  if (value.trim() === "") throw invalidArgument(`${field} is required`);
-  if ([...value].length > 200) throw invalidArgument(`${field} must be at most 200 characters`);
-  if (/[\u0000-\u001f\u007f]/.test(value)) throw invalidArgument(`${field} must not contain control characters`);
-  if (value !== value.trim()) throw invalidArgument(`${field} must not start or end with spaces`);
-  return value;
+/** An aborted refusal: a concurrent change got in the way; retrying may succeed. */
+export function concurrentUpdate(message: string): ApiError {
+  return new ApiError("CONCURRENT_UPDATE", message);
 }
 
-/** Earliest and latest instants accepted anywhere: years 1 to 9999, which every codec, Postgres and PGlite represent alike. */
-const EARLIEST_MS = Date.parse("0001-01-01T00:00:00.000Z");
-const LATEST_MS = Date.parse("9999-12-31T23:59:59.999Z");
-
-/** Whether a date lies within years 1 to 9999. */
-export function isWithinYears1To9999(date: Date): boolean {
-  const ms = date.getTime();
-  return ms >= EARLIEST_MS && ms <= LATEST_MS;
+/** An unauthenticated refusal of the caller's own credential. */
+export function unauthenticated(message: string, reason: Reason = "API_KEY_INVALID"): ApiError {
+  return new ApiError(reason, message);
 }
 
-/** Checks a time given in a request, naming the field when it is outside years 1 to 9999. */
-export function requireTimeInRange(field: string, date: Date): Date {
-  if (!isWithinYears1To9999(date)) throw invalidArgument(`${field} must be a time between the years 1 and 9999`);
-  return date;
+/** The snake_case name of a Connect code ("ok" for 0), as logs and the audit log write it. */
+export function codeName(code: number): string {
+  return CODE_NAMES[code] ?? String(code);
 }
+
+const CODE_NAMES = ["ok", "canceled", "unknown", "invalid_argument", "deadline_exceeded", "not_found", "already_exists", "permission_denied", "resource_exhausted", "failed_precondition", "aborted", "out_of_range", "unimplemented", "internal", "unavailable", "data_loss", "unauthenticated"];

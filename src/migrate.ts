@@ -7,8 +7,8 @@ try {
   const config = readConfig();
   const logger = createLogger(config.logLevel);
   const database = await openDatabase({
-    databaseUrl: config.databaseUrl,
-    dataDir: config.dataDir,
+    databaseUrl: config.database.url,
+    dataDir: config.database.dataDir,
     poolSize: 1,
     // `npm run migrate` is the way to run a long migration: no statement timeout.
     statementTimeoutMs: 0,

@@ -5,12 +5,12 @@ import { generateToken } from "../src/tokens/token.js";
 describe("config", () => {
   it("has working defaults", () => {
     const config = readConfig({});
-    expect(config.port).toBe(5000);
-    expect(config.adminPort).toBeUndefined();
-    expect(config.databaseUrl).toBeUndefined();
-    expect(config.dataDir).toMatch(/data$/);
-    expect(config.tokenPrefix).toBe("ak");
-    expect(config.connectionLimits).toEqual({
+    expect(config.http.port).toBe(5000);
+    expect(config.http.adminPort).toBeUndefined();
+    expect(config.database.url).toBeUndefined();
+    expect(config.database.dataDir).toMatch(/data$/);
+    expect(config.tokens.prefix).toBe("ak");
+    expect(config.http.limits).toEqual({
       sniffTimeoutMs: 10_000,
       headersTimeoutMs: 15_000,
       requestTimeoutMs: 60_000,
@@ -18,9 +18,9 @@ describe("config", () => {
       h2IdleTimeoutMs: 300_000,
       maxConnectionsPerAddress: 256,
     });
-    expect(config.statementTimeoutMs).toBe(10_000);
-    expect(config.cacheMaxBytes).toBe(64 * 1024 * 1024);
-    expect([config.maxWatchStreamsPerKey, config.maxWatchStreamsPerAddress, config.maxHealthWatchStreamsPerAddress]).toEqual([128, 16, 16]);
+    expect(config.database.statementTimeoutMs).toBe(10_000);
+    expect(config.cache.maxBytes).toBe(64 * 1024 * 1024);
+    expect([config.http.maxWatchStreamsPerKey, config.http.maxWatchStreamsPerAddress, config.http.maxHealthWatchStreamsPerAddress]).toEqual([128, 16, 16]);
   });
 
   it.each([
@@ -42,6 +42,6 @@ describe("config", () => {
 
   it("accepts a well-formed bootstrap token", () => {
     const token = generateToken("ak");
-    expect(readConfig({ APIKEYS_BOOTSTRAP_TOKEN: token }).bootstrapToken).toBe(token);
+    expect(readConfig({ APIKEYS_BOOTSTRAP_TOKEN: token }).tokens.bootstrapToken).toBe(token);
   });
 });

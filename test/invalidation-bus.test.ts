@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { InvalidationBus } from "../src/invalidation/invalidation-bus.js";
+import { InvalidationBus } from "../src/streams/invalidation-bus.js";
 
 async function codeOf(p: Promise<unknown>): Promise<Code | "ok"> {
   try {

@@ -233,9 +233,9 @@ describe.skipIf(!usingPostgres)("signed credentials across instances sharing Pos
 describe("configuration and logs", () => {
   it("validates the signing settings", () => {
     const config = readConfig({});
-    expect(config.secretKey).toBeUndefined();
-    expect(config.jwtMaxLifetimeMs).toBe(300_000);
-    expect(config.jwtClockSkewMs).toBe(30_000);
+    expect(config.signing.secretKey).toBeUndefined();
+    expect(config.signing.jwtMaxLifetimeMs).toBe(300_000);
+    expect(config.signing.jwtClockSkewMs).toBe(30_000);
     expect(() => readConfig({ APIKEYS_SECRET_KEY: "short" })).toThrow(ConfigError);
     expect(() => readConfig({ APIKEYS_JWT_MAX_LIFETIME_SECONDS: "0" })).toThrow(/APIKEYS_JWT_MAX_LIFETIME_SECONDS/);
     expect(() => readConfig({ APIKEYS_JWT_CLOCK_SKEW_SECONDS: "-1" })).toThrow(/APIKEYS_JWT_CLOCK_SKEW_SECONDS/);

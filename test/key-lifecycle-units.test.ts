@@ -1,7 +1,9 @@
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
+import { ApiError } from "../src/errors.js";
 import { describe, expect, it } from "vitest";
-import { requireDescription, requireEnvironment, requireExpiry, requireMetadata } from "../src/keys/key-options.js";
-import { OriginFilter, parseCidr, parseClientAddress } from "../src/verify/cidr.js";
+import { requireEnvironment, requireExpiry, requireMetadata } from "../src/keys/key-options.js";
+import { requireDescription } from "../src/validation.js";
+import { OriginFilter, parseCidr, parseClientAddress } from "../src/keys/cidr.js";
 import { RateLimiter } from "../src/verify/rate-limiter.js";
 
 describe("CIDR parsing and matching", () => {
@@ -84,7 +86,7 @@ describe("key option checks", () => {
       fn();
       return "ok";
     } catch (err) {
-      return err instanceof ConnectError ? err.code : "not a ConnectError";
+      return err instanceof ApiError ? err.code : "not an ApiError";
     }
   };
 

@@ -5,8 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { brotliCompressSync, brotliDecompressSync, gunzipSync, gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { HttpHandler } from "../src/server.js";
-import { dashboardHandler } from "../src/web/static.js";
+import type { HttpHandler } from "../src/http/handler.js";
+import { dashboardHandler } from "../src/http/dashboard.js";
 
 interface Reply {
   status: number;

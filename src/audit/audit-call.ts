@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { type ContextValues, createContextKey } from "@connectrpc/connect";
+import { createContextKey } from "@connectrpc/connect";
 import type { Transaction } from "kysely";
 import type { AuditStageName, Database } from "../db/schema.js";
 import { type NewAuditEvent, insertAuditEvent } from "./audit.repository.js";
@@ -53,17 +53,6 @@ export class AuditCall {
 
 /** The audit state of the current admin call; undefined outside the admin service. */
 export const auditCall = createContextKey<AuditCall | undefined>(undefined, { description: "audit state of an admin call" });
-
-/**
- * A hook for a domain write: records the call's success event in the write's
- * transaction, naming the written ids. Undefined when the call is not audited.
- */
-export function auditHook(
-  values: ContextValues,
-): ((tx: Transaction<Database>, ids: string | string[]) => Promise<void>) | undefined {
-  const call = values.get(auditCall);
-  return call && ((tx, ids) => call.recordSuccess(tx, typeof ids === "string" ? [ids] : ids));
-}
 
 /**
  * Records one completed change made outside the admin service (e.g. a leaked-token

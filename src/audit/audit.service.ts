@@ -2,17 +2,16 @@ import { create, type JsonObject } from "@bufbuild/protobuf";
 import { type Timestamp, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Kysely } from "kysely";
 import type { Database } from "../db/schema.js";
-import { invalidArgument, isUuid, requireTimeInRange, requireUuid, toConnectError } from "../errors.js";
+import { databaseError } from "../db/database-errors.js";
+import { codeName, invalidArgument } from "../errors.js";
+import { DEFAULT_PAGE_SIZE, isUuid, requirePageSize, requireTimeInRange, requireUuid } from "../validation.js";
 import { type AdminGetAuditEventsRequest, ApiKeysAdminService, AuditCallKind, AuditEventView } from "../gen/apikeys/v1/admin_pb.js";
 import { ApiKeysService } from "../gen/apikeys/v1/api_keys_pb.js";
 import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
-import { codeName } from "../request-log-interceptor.js";
 import { type AuditEvent, AuditEventSchema, AuditStage } from "../gen/apikeys/v1/audit_pb.js";
 import { type AuditEventRow, type AuditFilter, idsNamed, listAuditEvents, namesOf } from "./audit.repository.js";
 
-const MAX_PAGE_SIZE = 1000;
-const DEFAULT_PAGE_SIZE = 100;
 const MAX_BIGINT = 9223372036854775807n;
 
 const STAGES = { attempt: AuditStage.ATTEMPT, success: AuditStage.SUCCESS, failure: AuditStage.FAILURE } as const;
@@ -87,10 +86,7 @@ export async function getAuditEvents(
   req: AdminGetAuditEventsRequest,
   maxRequestBytes: number,
 ): Promise<{ events: AuditEvent[]; nextPageToken: string; names: Record<string, string> }> {
-  if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) {
-    throw invalidArgument(`page_size must be between 0 and ${MAX_PAGE_SIZE}`);
-  }
-  const limit = req.pageSize || DEFAULT_PAGE_SIZE;
+  const limit = requirePageSize(req.pageSize, DEFAULT_PAGE_SIZE);
   const from = optionalTime("start_time", req.startTime);
   const to = optionalTime("end_time", req.endTime);
   if (from !== undefined && to !== undefined && from >= to) throw invalidArgument("start_time must be before end_time");
@@ -146,7 +142,7 @@ export async function getAuditEvents(
       names: Object.fromEntries(await namesOf(db, [...mentioned])),
     };
   } catch (err) {
-    throw toConnectError(err);
+    throw databaseError(err) ?? err;
   }
 }
 

@@ -1,5 +1,5 @@
 import { type ContextValues, createContextKey, createContextValues } from "@connectrpc/connect";
-import type { KeyRecord } from "../verify/verdict-cache.js";
+import type { KeyRecord } from "../keys/key-record.js";
 
 /** The verified key of the current call; undefined for public methods. */
 export const authenticatedKey = createContextKey<KeyRecord | undefined>(undefined, {

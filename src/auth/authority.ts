@@ -1,4 +1,5 @@
-import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
+import type { ContextValues } from "@connectrpc/connect";
+import { permissionDenied, unauthenticated } from "../errors.js";
 import { authenticatedKey } from "./auth-context.js";
 
 /** Prefix of the permissions that administer this service itself. */
@@ -35,7 +36,7 @@ export function adminPermissionsAmong(permissions: readonly string[]): string[] 
  */
 export function authorityOf(values: ContextValues): Authority {
   const key = values.get(authenticatedKey);
-  if (key === undefined) throw new ConnectError("this call needs an API key", Code.Unauthenticated);
+  if (key === undefined) throw unauthenticated("this call needs an API key");
   return {
     kind: "key",
     keyId: key.id,
@@ -64,9 +65,8 @@ export function requireHeldAdminPermissions(authority: Authority, what: string, 
   if (authority.kind === "server") return;
   const missing = adminPermissionsAmong(permissions).filter((p) => !authority.adminPermissions.has(p));
   if (missing.length === 0) return;
-  throw new ConnectError(
+  throw permissionDenied(
     `${what} grants ${missing.join(", ")}, which your key lacks; a key can only administer what it holds itself`,
-    Code.PermissionDenied,
   );
 }
 
@@ -74,9 +74,8 @@ export function requireHeldAdminPermissions(authority: Authority, what: string, 
 export function requireUnscoped(authority: Authority, action: string): void {
   const scope = scopeOf(authority);
   if (scope === undefined) return;
-  throw new ConnectError(
+  throw permissionDenied(
     `your key belongs to consumer ${scope.username}, so it administers only that consumer's keys; ${action} needs a key with no consumer`,
-    Code.PermissionDenied,
   );
 }
 
@@ -84,8 +83,7 @@ export function requireUnscoped(authority: Authority, action: string): void {
 export function requireInScope(authority: Authority, keyId: string, keyConsumerId: string | null): void {
   const scope = scopeOf(authority);
   if (scope === undefined || scope.id === keyConsumerId) return;
-  throw new ConnectError(
+  throw permissionDenied(
     `API key ${keyId} is not a key of consumer ${scope.username}, the only consumer your key administers`,
-    Code.PermissionDenied,
   );
 }

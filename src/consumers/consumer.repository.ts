@@ -1,7 +1,7 @@
 import { type Kysely, type RawBuilder, type SqlBool, type Transaction, sql } from "kysely";
 import { type Cursor, type Ordering, afterCursor, orderByClause, sortKeySelection } from "../listing/list-query.js";
 import type { Database } from "../db/schema.js";
-import { isUuid } from "../errors.js";
+import { isUuid } from "../validation.js";
 
 type Db = Kysely<Database> | Transaction<Database>;
 

@@ -1,6 +1,5 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
 import { type Kysely, type RawBuilder, type SqlBool, type Transaction, sql } from "kysely";
 import {
   type FilterTerm,
@@ -14,28 +13,22 @@ import {
 } from "../listing/list-query.js";
 import { type Authority, actorKeyId, requireUnscoped, scopeOf } from "../auth/authority.js";
 import type { Database } from "../db/schema.js";
-import { invalidArgument, isUuid, notFound, requireUuid, withConnectErrors } from "../errors.js";
+import type { Writer } from "../db/write.js";
+import { concurrentUpdate, failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
+import { DEFAULT_PAGE_SIZE, isUuid, requirePageSize, requireUuid } from "../validation.js";
 import { type Consumer, ConsumerSchema } from "../gen/apikeys/v1/consumers_pb.js";
 import type { ApiKey } from "../gen/apikeys/v1/resources_pb.js";
-import { notifyInvalidation } from "../invalidation/invalidation.js";
 import { countKeysBy, deleteKeysOfConsumer, listKeyRecords } from "../keys/key.repository.js";
-import { toApiKeyMessage } from "../keys/key.service.js";
+import { toApiKeyMessage } from "../keys/key-message.js";
 import { findPolicy, lockPolicy } from "../policies/policy.repository.js";
-import { requireAdministrablePolicy, toPolicyMessage } from "../policies/policy.service.js";
+import { toPolicyMessage } from "../policies/policy-message.js";
+import { requireAdministrablePolicy } from "../policies/policy.service.js";
 import * as repo from "./consumer.repository.js";
 
 const MAX_USERNAME = 200;
-const MAX_PAGE_SIZE = 1000;
-const DEFAULT_PAGE_SIZE = 100;
 const MAX_POLICIES_PER_CALL = 100;
 // Keys fetched per query when listing all keys of a consumer.
 const KEYS_BATCH = 1000;
-
-/**
- * Runs inside a consumer write's transaction before commit, with the ids it
- * wrote (the consumer's first), e.g. to record an audit event atomically.
- */
-export type ConsumerWriteHook = (tx: Transaction<Database>, ids: string[]) => Promise<void>;
 
 /** Checks a new username: not empty, no whitespace or control characters, not UUID-shaped. */
 export function requireUsername(value: string): string {
@@ -91,54 +84,41 @@ async function mustFind(db: Kysely<Database> | Transaction<Database>, ref: strin
 function requireOwnConsumer(authority: Authority, row: repo.ConsumerRow): void {
   const scope = scopeOf(authority);
   if (scope === undefined || scope.id === row.id) return;
-  throw new ConnectError(
-    `your key belongs to consumer ${scope.username} and may read only that consumer`,
-    Code.PermissionDenied,
-  );
+  throw permissionDenied(`your key belongs to consumer ${scope.username} and may read only that consumer`);
 }
 
 /** Creates a consumer; its username can never change. Consumer-scoped callers create none. */
-export function createConsumer(
-  db: Kysely<Database>,
-  rawUsername: string,
-  authority: Authority,
-  hook?: ConsumerWriteHook,
-): Promise<Consumer> {
+export async function createConsumer(w: Writer, authority: Authority, rawUsername: string): Promise<Consumer> {
   requireUnscoped(authority, "creating a consumer");
   const username = requireUsername(rawUsername);
-  return withConnectErrors(() =>
-    db.transaction().execute(async (tx) => {
-      const row = await repo.insertConsumer(tx, { username, created_by: actorKeyId(authority) });
-      await hook?.(tx, [row.id]);
-      return (await toConsumerMessages(tx, [row]))[0]!;
-    }),
-  );
+  const row = await repo.insertConsumer(w.tx, { username, created_by: actorKeyId(authority) });
+  w.wrote(row.id);
+  return (await toConsumerMessages(w.tx, [row]))[0]!;
 }
 
 /**
  * Reads a consumer by id or username, with all its keys (oldest first); a
  * consumer-scoped caller reads only its own consumer.
  */
-export function getConsumer(
+export async function getConsumer(
   db: Kysely<Database>,
   authority: Authority,
   rawRef: string,
 ): Promise<{ consumer: Consumer; apiKeys: ApiKey[] }> {
   const ref = requireConsumerRef("consumer", rawRef);
-  return withConnectErrors(async () => {
-    const row = await mustFind(db, ref);
-    requireOwnConsumer(authority, row);
-    const apiKeys: ApiKey[] = [];
-    let after: { createdOn: Date; id: string } | undefined;
-    for (;;) {
-      const batch = await listKeyRecords(db, { limit: KEYS_BATCH, consumerId: row.id, after });
-      apiKeys.push(...batch.map(toApiKeyMessage));
-      const last = batch[batch.length - 1];
-      if (batch.length < KEYS_BATCH || last === undefined) break;
-      after = { createdOn: last.createdOn, id: last.id };
-    }
-    return { consumer: (await toConsumerMessages(db, [row]))[0]!, apiKeys };
-  });
+
+  const row = await mustFind(db, ref);
+  requireOwnConsumer(authority, row);
+  const apiKeys: ApiKey[] = [];
+  let after: { createdOn: Date; id: string } | undefined;
+  for (;;) {
+    const batch = await listKeyRecords(db, { limit: KEYS_BATCH, consumerId: row.id, after });
+    apiKeys.push(...batch.map(toApiKeyMessage));
+    const last = batch[batch.length - 1];
+    if (batch.length < KEYS_BATCH || last === undefined) break;
+    after = { createdOn: last.createdOn, id: last.id };
+  }
+  return { consumer: (await toConsumerMessages(db, [row]))[0]!, apiKeys };
 }
 
 const CONSUMER_ORDERS = {
@@ -157,39 +137,35 @@ function consumerCondition(term: FilterTerm): RawBuilder<SqlBool> {
 }
 
 /** Lists consumers (a consumer-scoped caller: only its own), paged, filtered and ordered (see AdminGetConsumersRequest). */
-export function listConsumers(
+export async function listConsumers(
   db: Kysely<Database>,
   authority: Authority,
   req: { pageSize: number; pageToken: string; filter?: string; orderBy?: string },
 ): Promise<{ consumers: Consumer[]; nextPageToken: string; totalSize: number; apiKeyCounts: Record<string, number> }> {
-  if (req.pageSize < 0 || req.pageSize > MAX_PAGE_SIZE) {
-    throw invalidArgument(`page_size must be between 0 and ${MAX_PAGE_SIZE}`);
-  }
-  const limit = req.pageSize || DEFAULT_PAGE_SIZE;
+  const limit = requirePageSize(req.pageSize, DEFAULT_PAGE_SIZE);
   const conditions = parseFilter(req.filter ?? "", ["username", "policy"]).map(consumerCondition);
   const scope = scopeOf(authority);
   if (scope !== undefined) conditions.push(sql<SqlBool>`c.id = ${scope.id}`);
   const ordering = parseOrderBy(req.orderBy ?? "", CONSUMER_ORDERS, "username");
   const digest = queryDigest(["consumers", req.filter ?? "", ordering.name, ordering.descending]);
   const after = req.pageToken === "" ? undefined : decodePageToken(req.pageToken, digest, ordering.column, isUuid);
-  return withConnectErrors(async () => {
-    const { consumers, totalSize } = await repo.listConsumerPage(db, { limit: limit + 1, conditions, ordering, after });
-    const page = consumers.slice(0, limit);
-    const last = page[page.length - 1];
-    return {
-      consumers: await toConsumerMessages(
-        db,
-        page.map(({ consumer }) => consumer),
-      ),
-      nextPageToken: consumers.length > limit && last ? encodePageToken(digest, last.cursor) : "",
-      totalSize,
-      apiKeyCounts: await countKeysBy(
-        db,
-        "consumer_id",
-        page.map(({ consumer }) => consumer.id),
-      ),
-    };
-  });
+
+  const { consumers, totalSize } = await repo.listConsumerPage(db, { limit: limit + 1, conditions, ordering, after });
+  const page = consumers.slice(0, limit);
+  const last = page[page.length - 1];
+  return {
+    consumers: await toConsumerMessages(
+      db,
+      page.map(({ consumer }) => consumer),
+    ),
+    nextPageToken: consumers.length > limit && last ? encodePageToken(digest, last.cursor) : "",
+    totalSize,
+    apiKeyCounts: await countKeysBy(
+      db,
+      "consumer_id",
+      page.map(({ consumer }) => consumer.id),
+    ),
+  };
 }
 
 /**
@@ -197,86 +173,61 @@ export function listConsumers(
  * verdicts are invalidated. Its keys use only granted policies, so the caller
  * must hold the `apikeys:` permissions of every granted policy.
  */
-export function deleteConsumer(
-  db: Kysely<Database>,
-  authority: Authority,
-  rawRef: string,
-  hook?: ConsumerWriteHook,
-): Promise<{ consumer: Consumer; deletedKeyIds: string[] }> {
+export async function deleteConsumer(w: Writer, authority: Authority, rawRef: string): Promise<{ consumer: Consumer; deletedKeyIds: string[] }> {
   requireUnscoped(authority, "deleting a consumer");
   const ref = requireConsumerRef("consumer", rawRef);
-  return withConnectErrors(() =>
-    db.transaction().execute(async (tx) => {
-      // The update lock waits for keys being created for this consumer, so none escapes the delete.
-      const row = await repo.lockConsumer(tx, ref, "update");
-      if (row === undefined) throw notFound(`consumer ${ref} not found`);
-      for (const policyId of (await repo.grantedPolicyIds(tx, [row.id])).get(row.id) ?? []) {
-        await requireAdministrablePolicy(tx, authority, policyId);
-      }
-      const before = (await toConsumerMessages(tx, [row]))[0]!;
-      const keyIds = await deleteKeysOfConsumer(tx, row.id);
-      for (const id of keyIds) await notifyInvalidation(tx, { kind: "key", id });
-      if (!(await repo.deleteConsumer(tx, row.id))) throw new ConnectError("consumer vanished during delete", Code.Aborted);
-      await hook?.(tx, [row.id, ...keyIds]);
-      return { consumer: before, deletedKeyIds: keyIds };
-    }),
-  );
+  const { tx } = w;
+  // The update lock waits for keys being created for this consumer, so none escapes the delete.
+  const row = await repo.lockConsumer(tx, ref, "update");
+  if (row === undefined) throw notFound(`consumer ${ref} not found`);
+  for (const policyId of (await repo.grantedPolicyIds(tx, [row.id])).get(row.id) ?? []) {
+    await requireAdministrablePolicy(tx, authority, policyId);
+  }
+  const before = (await toConsumerMessages(tx, [row]))[0]!;
+  const keyIds = await deleteKeysOfConsumer(tx, row.id);
+  for (const id of keyIds) await w.invalidate({ kind: "key", id });
+  if (!(await repo.deleteConsumer(tx, row.id))) throw concurrentUpdate("consumer vanished during delete");
+  w.wrote(row.id, ...keyIds);
+  return { consumer: before, deletedKeyIds: keyIds };
 }
 
 /** Grants existing policies, each of whose `apikeys:` permissions the caller must hold, to a consumer. */
-export function grantPolicies(
-  db: Kysely<Database>,
-  authority: Authority,
-  req: { consumer: string; policyIds: string[] },
-  hook?: ConsumerWriteHook,
-): Promise<Consumer> {
+export async function grantPolicies(w: Writer, authority: Authority, req: { consumer: string; policyIds: string[] }): Promise<Consumer> {
   requireUnscoped(authority, "granting policies");
   const ref = requireConsumerRef("consumer", req.consumer);
   const policyIds = requirePolicyIds(req.policyIds);
-  return withConnectErrors(() =>
-    db.transaction().execute(async (tx) => {
-      const row = await repo.lockConsumer(tx, ref, "share");
-      if (row === undefined) throw notFound(`consumer ${ref} not found`);
-      for (const id of policyIds) {
-        if ((await lockPolicy(tx, id, "share")) === undefined) throw notFound(`policy ${id} not found`);
-        await requireAdministrablePolicy(tx, authority, id);
-      }
-      await repo.grantPolicies(tx, row.id, policyIds);
-      await hook?.(tx, [row.id, ...policyIds]);
-      return (await toConsumerMessages(tx, [row]))[0]!;
-    }),
-  );
+  const { tx } = w;
+  const row = await repo.lockConsumer(tx, ref, "share");
+  if (row === undefined) throw notFound(`consumer ${ref} not found`);
+  for (const id of policyIds) {
+    if ((await lockPolicy(tx, id, "share")) === undefined) throw notFound(`policy ${id} not found`);
+    await requireAdministrablePolicy(tx, authority, id);
+  }
+  await repo.grantPolicies(tx, row.id, policyIds);
+  w.wrote(row.id, ...policyIds);
+  return (await toConsumerMessages(tx, [row]))[0]!;
 }
 
 /**
  * Withdraws policy grants, each of whose `apikeys:` permissions the caller must
  * hold; refused while a key of the consumer uses one of them.
  */
-export function revokePolicies(
-  db: Kysely<Database>,
-  authority: Authority,
-  req: { consumer: string; policyIds: string[] },
-  hook?: ConsumerWriteHook,
-): Promise<Consumer> {
+export async function revokePolicies(w: Writer, authority: Authority, req: { consumer: string; policyIds: string[] }): Promise<Consumer> {
   requireUnscoped(authority, "revoking policies");
   const ref = requireConsumerRef("consumer", req.consumer);
   const policyIds = requirePolicyIds(req.policyIds);
-  return withConnectErrors(() =>
-    db.transaction().execute(async (tx) => {
-      const row = await repo.lockConsumer(tx, ref, "share");
-      if (row === undefined) throw notFound(`consumer ${ref} not found`);
-      for (const id of policyIds) await requireAdministrablePolicy(tx, authority, id);
-      const inUse = await repo.revokePolicies(tx, row.id, policyIds);
-      if (inUse.length > 0) {
-        throw new ConnectError(
-          `consumer ${row.username} has keys using these policies: ${inUse.map((k) => `${k.name} (${k.id})`).join(", ")}; move or delete them first`,
-          Code.FailedPrecondition,
-        );
-      }
-      await hook?.(tx, [row.id, ...policyIds]);
-      return (await toConsumerMessages(tx, [row]))[0]!;
-    }),
-  );
+  const { tx } = w;
+  const row = await repo.lockConsumer(tx, ref, "share");
+  if (row === undefined) throw notFound(`consumer ${ref} not found`);
+  for (const id of policyIds) await requireAdministrablePolicy(tx, authority, id);
+  const inUse = await repo.revokePolicies(tx, row.id, policyIds);
+  if (inUse.length > 0) {
+    throw failedPrecondition(
+      `consumer ${row.username} has keys using these policies: ${inUse.map((k) => `${k.name} (${k.id})`).join(", ")}; move or delete them first`,
+    );
+  }
+  w.wrote(row.id, ...policyIds);
+  return (await toConsumerMessages(tx, [row]))[0]!;
 }
 
 /**
@@ -291,10 +242,7 @@ export async function requireGrantedPolicy(
   const row = await repo.lockConsumer(tx, consumerRef, "share");
   if (row === undefined) throw notFound(`consumer ${consumerRef} not found`);
   if (!(await repo.lockGrant(tx, row.id, policyId))) {
-    throw new ConnectError(
-      `policy ${policyId} is not granted to consumer ${row.username}; grant it with AdminGrantConsumerPolicies first`,
-      Code.FailedPrecondition,
-    );
+    throw failedPrecondition(`policy ${policyId} is not granted to consumer ${row.username}; grant it with AdminGrantConsumerPolicies first`);
   }
   return row.id;
 }

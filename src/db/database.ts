@@ -5,10 +5,16 @@ import { Kysely, PostgresDialect } from "kysely";
 import { PGliteDialect } from "kysely-pglite-dialect";
 import pg from "pg";
 import type { Logger } from "pino";
-import type { PoolStats } from "../metrics.js";
 import { type DataDirLock, lockDataDir } from "./data-dir-lock.js";
 import { ListenerLiveness } from "./listener-liveness.js";
 import type { Database } from "./schema.js";
+
+/** Connection pool figures, when the database has a pool. */
+export interface PoolStats {
+  total: number;
+  idle: number;
+  waiting: number;
+}
 
 /** Channel on which every key/policy write announces what it made stale. */
 export const INVALIDATION_CHANNEL = "apikeys_invalidation";

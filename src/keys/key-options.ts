@@ -1,14 +1,15 @@
 import type { JsonObject } from "@bufbuild/protobuf";
 import { type Timestamp, durationMs, timestampDate } from "@bufbuild/protobuf/wkt";
 import { invalidArgument } from "../errors.js";
+// Postgres refuses NUL in text and jsonb; requireNoNul catches it with a clear message.
+import { requireNoNul } from "../validation.js";
 import type { RateLimit as RateLimitMessage } from "../gen/apikeys/v1/resources_pb.js";
-import { parseCidr } from "../verify/cidr.js";
-import type { RateLimit } from "../verify/rate-limiter.js";
+import { parseCidr } from "./cidr.js";
+import type { RateLimit } from "./key-record.js";
 
 /** What a new key admits when no CIDRs are given: any IPv4 and any IPv6 address. */
 export const ANY_ORIGIN: readonly string[] = ["0.0.0.0/0", "::/0"];
 
-const MAX_DESCRIPTION = 2000;
 const MAX_METADATA_ENTRIES = 64;
 const MAX_METADATA_KEY = 128;
 const MAX_METADATA_VALUE = 1024;
@@ -21,18 +22,6 @@ const MIN_RATE_PERIOD_MS = 1_000;
 const MAX_RATE_PERIOD_MS = 24 * 3600 * 1000;
 /** The last instant Postgres and the proto JSON mapping both represent. */
 const MAX_EXPIRY = Date.parse("9999-12-31T23:59:59.999Z");
-
-// Postgres refuses NUL in text and jsonb; catching it here gives a clear message.
-function requireNoNul(field: string, value: string): void {
-  if (value.includes("\u0000")) throw invalidArgument(`${field} must not contain NUL characters`);
-}
-
-/** Checks a key description: at most 2000 characters. */
-export function requireDescription(value: string): string {
-  if ([...value].length > MAX_DESCRIPTION) throw invalidArgument(`description must be at most ${MAX_DESCRIPTION} characters`);
-  requireNoNul("description", value);
-  return value;
-}
 
 /** Checks metadata bounds: entry count and key/value lengths. */
 export function requireMetadata(map: Readonly<Record<string, string>>): Record<string, string> {

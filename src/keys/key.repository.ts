@@ -1,7 +1,7 @@
 import { type Kysely, type RawBuilder, type SqlBool, type Transaction, sql } from "kysely";
 import type { ApiKeyRow, ApiKeyUpdate, Database, NewApiKey } from "../db/schema.js";
 import type { PreparedQuery } from "../db/database.js";
-import type { KeyRecord } from "../verify/verdict-cache.js";
+import type { KeyRecord } from "./key-record.js";
 import { type Cursor, type Ordering, afterCursor, orderByClause, sortKeySelection } from "../listing/list-query.js";
 
 type Db = Kysely<Database> | Transaction<Database>;

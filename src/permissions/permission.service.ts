@@ -1,9 +1,8 @@
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
-import type { Kysely } from "kysely";
 import type { Authority } from "../auth/authority.js";
-import type { Database, PermissionRow } from "../db/schema.js";
-import { invalidArgument, withConnectErrors } from "../errors.js";
+import type { PermissionRow } from "../db/schema.js";
+import type { Writer } from "../db/write.js";
+import { invalidArgument, permissionDenied } from "../errors.js";
 import { type Permission, PermissionSchema } from "../gen/apikeys/v1/resources_pb.js";
 import { isValidPart } from "./permission-name.js";
 import * as repo from "./permission.repository.js";
@@ -37,7 +36,7 @@ export function toPermissionMessage(row: PermissionRow): Permission {
  * namespaces are the server's alone.
  */
 export async function registerPermissions(
-  db: Kysely<Database>,
+  w: Writer,
   authority: Authority,
   service: string,
   declared: ReadonlyArray<{ name: string; description: string }>,
@@ -46,10 +45,7 @@ export async function registerPermissions(
     throw invalidArgument(`service must match [a-z][a-z0-9_.-]* (at most 100 characters), got "${service.slice(0, 100)}"`);
   }
   if (authority.kind === "key" && isReservedNamespace(service)) {
-    throw new ConnectError(
-      `the "${service}" namespace is reserved: only the apikeys server declares namespaces starting with "${OWN_SERVICE}"`,
-      Code.PermissionDenied,
-    );
+    throw permissionDenied(`the "${service}" namespace is reserved: only the apikeys server declares namespaces starting with "${OWN_SERVICE}"`);
   }
   if (declared.length > MAX_PERMISSIONS) throw invalidArgument(`at most ${MAX_PERMISSIONS} permissions per service`);
   const seen = new Set<string>();
@@ -68,21 +64,17 @@ export async function registerPermissions(
     }
     return { name: canonical, description: p.description };
   });
-  return withConnectErrors(() =>
-    db.transaction().execute(async (tx) => {
-      if (authority.kind === "key") {
-        const caller: repo.NamespaceOwner = authority.consumer ? { consumerId: authority.consumer.id } : { policyId: authority.policyId };
-        const owner = await repo.claimNamespace(tx, service, caller, authority.keyId);
-        if (owner.consumerId !== caller.consumerId || owner.policyId !== caller.policyId) {
-          throw new ConnectError(
-            `the "${service}" namespace is owned by another ${owner.consumerId !== undefined ? "consumer" : "policy"}, the first to register it; your key registers for its ${caller.consumerId !== undefined ? "consumer" : "policy"}, so it may not`,
-            Code.PermissionDenied,
-          );
-        }
-      }
-      await repo.upsertPermissions(tx, service, permissions);
-      await repo.deprecateOtherPermissions(tx, service, [...seen]);
-      return repo.listServicePermissions(tx, service);
-    }),
-  );
+  const { tx } = w;
+  if (authority.kind === "key") {
+    const caller: repo.NamespaceOwner = authority.consumer ? { consumerId: authority.consumer.id } : { policyId: authority.policyId };
+    const owner = await repo.claimNamespace(tx, service, caller, authority.keyId);
+    if (owner.consumerId !== caller.consumerId || owner.policyId !== caller.policyId) {
+      throw permissionDenied(
+        `the "${service}" namespace is owned by another ${owner.consumerId !== undefined ? "consumer" : "policy"}, the first to register it; your key registers for its ${caller.consumerId !== undefined ? "consumer" : "policy"}, so it may not`,
+      );
+    }
+  }
+  await repo.upsertPermissions(tx, service, permissions);
+  await repo.deprecateOtherPermissions(tx, service, [...seen]);
+  return repo.listServicePermissions(tx, service);
 }

@@ -1,82 +1,67 @@
 import type { ServiceImpl } from "@connectrpc/connect";
+import { auditCall } from "../audit/audit-call.js";
+import { getAuditEvents } from "../audit/audit.service.js";
 import { authorityOf, requireUnscoped } from "../auth/authority.js";
+import * as consumers from "../consumers/consumer.service.js";
 import type { AppContext } from "../context.js";
-import { ApiKeysAdminService } from "../gen/apikeys/v1/admin_pb.js";
+import { write } from "../db/write.js";
+import type { ApiKeysAdminService } from "../gen/apikeys/v1/admin_pb.js";
+import * as keyReads from "../keys/key-reads.js";
 import * as keys from "../keys/key.service.js";
 import { listPermissions } from "../permissions/permission.repository.js";
 import { toPermissionMessage } from "../permissions/permission.service.js";
 import * as policies from "../policies/policy.service.js";
-import { withConnectErrors } from "../errors.js";
-import { auditCall, auditHook } from "../audit/audit-call.js";
-import { getAuditEvents } from "../audit/audit.service.js";
-import * as consumers from "../consumers/consumer.service.js";
-import { SecretBox } from "../jwt/secret-box.js";
 
 /**
- * The admin-plane RPCs. The auth interceptor has already checked each method's
+ * The admin-plane RPCs: each maps its request to a domain call and the result to
+ * its response. The auth interceptor has already checked each method's
  * permission; the domain services apply the no-escalation and consumer-scope
- * rules to the caller's authority.
+ * rules to the caller's authority. Every write goes through `write`, which
+ * commits the change, its invalidations and the audit success row together and
+ * evicts this instance's cache after the commit.
  */
 export function adminService(ctx: AppContext): ServiceImpl<typeof ApiKeysAdminService> {
-  const tokens = {
-    prefix: ctx.config.tokenPrefix,
-    pepper: ctx.config.tokenPepper,
-    secrets: ctx.config.secretKey === undefined ? undefined : new SecretBox(ctx.config.secretKey),
-  };
+  const { tokens } = ctx;
   return {
     async adminGetApiKeys(req, call) {
-      return keys.listKeys(ctx.db, authorityOf(call.values), req);
+      return keyReads.listKeys(ctx.db, authorityOf(call.values), req);
     },
     async adminGetApiKey(req, call) {
-      return { apiKey: await keys.getKey(ctx.db, authorityOf(call.values), req.id) };
+      return { apiKey: await keyReads.getKey(ctx.db, authorityOf(call.values), req.id) };
     },
     async adminCreateApiKey(req, call) {
-      const created = await keys.createKey(ctx.db, tokens, req, authorityOf(call.values), auditHook(call.values));
-      // The NOTIFY reaches this instance's cache a moment later; evict now so the caller reads its own write.
-      ctx.verifier.invalidate({ kind: "key", id: created.apiKey.id });
-      return created;
+      return write(ctx, call, (w) => keys.createKey(w, tokens, authorityOf(call.values), req));
     },
     async adminUpdateApiKey(req, call) {
-      const apiKey = await keys.updateKey(ctx.db, authorityOf(call.values), req, auditHook(call.values));
-      ctx.verifier.invalidate({ kind: "key", id: apiKey.id });
-      return { apiKey };
+      return { apiKey: await write(ctx, call, (w) => keys.updateKey(w, authorityOf(call.values), req)) };
     },
     async adminRotateApiKey(req, call) {
-      const rotated = await keys.rotateKey(ctx.db, tokens, authorityOf(call.values), req.id, req.gracePeriod, auditHook(call.values));
-      ctx.verifier.invalidate({ kind: "key", id: rotated.apiKey.id });
-      return rotated;
+      return write(ctx, call, (w) => keys.rotateKey(w, tokens, authorityOf(call.values), req.id, req.gracePeriod));
     },
     async adminRevokePreviousToken(req, call) {
-      const apiKey = await keys.revokePreviousToken(ctx.db, authorityOf(call.values), req.id, auditHook(call.values));
-      ctx.verifier.invalidate({ kind: "key", id: apiKey.id });
-      return { apiKey };
+      return { apiKey: await write(ctx, call, (w) => keys.revokePreviousToken(w, authorityOf(call.values), req.id)) };
     },
     async adminDeleteApiKey(req, call) {
-      const apiKeyDeleted = await keys.deleteKey(ctx.db, authorityOf(call.values), req.id, auditHook(call.values));
-      ctx.verifier.invalidate({ kind: "key", id: apiKeyDeleted.id });
-      return { apiKeyDeleted };
+      return { apiKeyDeleted: await write(ctx, call, (w) => keys.deleteKey(w, authorityOf(call.values), req.id)) };
     },
     async adminGetApiKeyPolicies(req, call) {
       return policies.listPolicies(ctx.db, authorityOf(call.values), req);
     },
     async adminCreateApiKeyPolicy(req, call) {
-      return { policy: await policies.createPolicy(ctx.db, req, authorityOf(call.values), auditHook(call.values)) };
+      return { policy: await write(ctx, call, (w) => policies.createPolicy(w, authorityOf(call.values), req)) };
     },
     async adminUpdateApiKeyPolicy(req, call) {
-      const policy = await policies.updatePolicy(ctx.db, authorityOf(call.values), req, auditHook(call.values));
-      ctx.verifier.invalidate({ kind: "policy", id: policy.id });
-      return { policy };
+      return { policy: await write(ctx, call, (w) => policies.updatePolicy(w, authorityOf(call.values), req)) };
     },
     async adminDeleteApiKeyPolicy(req, call) {
-      const { policy, keysDeleted } = await policies.deletePolicy(ctx.db, authorityOf(call.values), req.id, auditHook(call.values));
-      ctx.verifier.invalidate({ kind: "policy", id: policy.id });
+      const { policy, keysDeleted } = await write(ctx, call, (w) => policies.deletePolicy(w, authorityOf(call.values), req.id));
       return { policyDeleted: policy, apiKeysDeleted: keysDeleted };
     },
     async adminGetApiKeyPermissions() {
-      return withConnectErrors(async () => ({ permissions: (await listPermissions(ctx.db)).map(toPermissionMessage) }));
+      return { permissions: (await listPermissions(ctx.db)).map(toPermissionMessage) };
     },
     async adminCreateConsumer(req, call) {
-      return { consumer: await consumers.createConsumer(ctx.db, req.username, authorityOf(call.values), auditHook(call.values)) };
+      return { consumer: await write(ctx, call, (w) => consumers.createConsumer(w, authorityOf(call.values), req.username)) };
     },
     async adminGetConsumer(req, call) {
       const found = await consumers.getConsumer(ctx.db, authorityOf(call.values), req.consumer);
@@ -87,21 +72,19 @@ export function adminService(ctx: AppContext): ServiceImpl<typeof ApiKeysAdminSe
       return consumers.listConsumers(ctx.db, authorityOf(call.values), req);
     },
     async adminDeleteConsumer(req, call) {
-      const { consumer, deletedKeyIds } = await consumers.deleteConsumer(ctx.db, authorityOf(call.values), req.consumer, auditHook(call.values));
-      // As for keys: evict here at once rather than when this instance's NOTIFY arrives.
-      for (const id of deletedKeyIds) ctx.verifier.invalidate({ kind: "key", id });
+      const { consumer, deletedKeyIds } = await write(ctx, call, (w) => consumers.deleteConsumer(w, authorityOf(call.values), req.consumer));
       return { consumerDeleted: consumer, apiKeysDeleted: deletedKeyIds.length };
     },
     async adminGrantConsumerPolicies(req, call) {
-      return { consumer: await consumers.grantPolicies(ctx.db, authorityOf(call.values), req, auditHook(call.values)) };
+      return { consumer: await write(ctx, call, (w) => consumers.grantPolicies(w, authorityOf(call.values), req)) };
     },
     async adminRevokeConsumerPolicies(req, call) {
-      return { consumer: await consumers.revokePolicies(ctx.db, authorityOf(call.values), req, auditHook(call.values)) };
+      return { consumer: await write(ctx, call, (w) => consumers.revokePolicies(w, authorityOf(call.values), req)) };
     },
     async adminGetAuditEvents(req, call) {
       // The log names every consumer's keys and calls: not for a key confined to one consumer.
       requireUnscoped(authorityOf(call.values), "reading the audit log");
-      return getAuditEvents(ctx.db, req, ctx.config.auditRequestMaxBytes);
+      return getAuditEvents(ctx.db, req, ctx.limits.auditRequestMaxBytes);
     },
   };
 }

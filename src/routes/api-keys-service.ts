@@ -2,15 +2,15 @@ import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { isIP } from "node:net";
-import { sql } from "kysely";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { authenticatedKey, peerAddress } from "../auth/auth-context.js";
 import { authorityOf, scopeOf } from "../auth/authority.js";
 import { REFUSALS, tokenFromHeaders } from "@apikeys/client";
-import { isGuess } from "../auth/auth-interceptor.js";
+import { isGuess } from "../interceptors/auth.js";
 import { methodRequirement } from "../permissions/declarations.js";
 import { invalidArgument } from "../errors.js";
 import type { AppContext } from "../context.js";
+import { successRecorder, write } from "../db/write.js";
 import {
   ApiKeysService,
   ComponentHealthSchema,
@@ -19,13 +19,13 @@ import {
   WatchInvalidationsResponseSchema,
 } from "../gen/apikeys/v1/api_keys_pb.js";
 import type { ApiKey } from "../gen/apikeys/v1/resources_pb.js";
-import { reportLeakedToken, toApiKeyMessage } from "../keys/key.service.js";
+import { toApiKeyMessage } from "../keys/key-message.js";
+import { reportLeakedToken } from "../keys/leaked-token.js";
 import { recordChange } from "../audit/audit-call.js";
 import { requirePermissionNames } from "../permissions/permission-name.js";
 import { registerPermissions, toPermissionMessage } from "../permissions/permission.service.js";
-import type { KeyRecord } from "../verify/verdict-cache.js";
+import type { KeyRecord } from "../keys/key-record.js";
 
-const HEALTH_TIMEOUT_MS = 2_000;
 /** Idle streams carry a heartbeat this often, so clients notice a dead connection. */
 const WATCH_HEARTBEAT_MS = 15_000;
 
@@ -38,7 +38,7 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
     if (message === undefined) keyMessages.set(record, (message = toApiKeyMessage(record)));
     return message;
   };
-  const verdictTtl = durationFromMs(ctx.config.verdictTtlMs);
+  const verdictTtl = durationFromMs(ctx.limits.verdictTtlMs);
   return {
     async verifyToken(req, call) {
       const allOf = requirePermissionNames("all_of", req.allOf);
@@ -66,23 +66,18 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
     },
 
     async reportLeakedToken(req, call) {
-      const tokens = { prefix: ctx.config.tokenPrefix, pepper: ctx.config.tokenPepper };
       const actorKeyId = call.values.get(authenticatedKey)?.id ?? null;
-      // The audit event names the disabled key but, like the answer, never holds the token.
-      const { recognized, found, keyId } = await reportLeakedToken(ctx.db, tokens, req, (tx, id) =>
-        recordChange(tx, {
-          rpc: `${ApiKeysService.typeName}/ReportLeakedToken`,
-          actorKeyId,
-          targetIds: [id],
-          request: { sourceUrl: req.sourceUrl },
-        }),
-      );
-      if (keyId !== undefined) ctx.verifier.invalidate({ kind: "key", id: keyId });
-      return { recognized, found };
+      // A data-plane call, so no audit interceptor: a key the report disabled is recorded as a change
+      // with it, naming the key but, like the answer, never holding the token.
+      call.values.set(successRecorder, async (tx, targetIds) => {
+        if (targetIds.length === 0) return;
+        await recordChange(tx, { rpc: `${ApiKeysService.typeName}/ReportLeakedToken`, actorKeyId, targetIds, request: { sourceUrl: req.sourceUrl } });
+      });
+      return write(ctx, call, (w) => reportLeakedToken(w, ctx.tokens, req));
     },
 
     async registerPermissions(req, call) {
-      const rows = await registerPermissions(ctx.db, authorityOf(call.values), req.service, req.permissions);
+      const rows = await write(ctx, call, (w) => registerPermissions(w, authorityOf(call.values), req.service, req.permissions));
       return { permissions: rows.map(toPermissionMessage) };
     },
 
@@ -91,8 +86,8 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
       if (key === undefined) throw new ConnectError("no API key", Code.Unauthenticated);
       const peer = call.values.get(peerAddress);
       const release = ctx.streamCaps.acquire("WatchInvalidations", [
-        { kind: "key", id: key.id, max: ctx.config.maxWatchStreamsPerKey },
-        { kind: "address", id: peer, max: ctx.config.maxWatchStreamsPerAddress },
+        { kind: "key", id: key.id, max: ctx.limits.maxWatchStreamsPerKey },
+        { kind: "address", id: peer, max: ctx.limits.maxWatchStreamsPerAddress },
       ]);
       try {
         const subscription = ctx.invalidations.subscribe(call.signal);
@@ -135,7 +130,7 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
     },
 
     async getServiceHealth() {
-      const database = await checkDatabase(ctx);
+      const database = await ctx.checkDatabase();
       const cache = create(ComponentHealthSchema, {
         name: "cache",
         healthy: ctx.verifier.isListening,
@@ -160,22 +155,4 @@ async function requireStillAuthorized(ctx: AppContext, header: Headers, method: 
     throw new ConnectError(`API key lacks permission ${verdict.missing.join(", ")}`, Code.PermissionDenied);
   }
   throw new ConnectError(REFUSALS[verdict.code] ?? "invalid API key", Code.Unauthenticated);
-}
-
-/** Whether the database answers a trivial query within the health timeout. */
-export async function checkDatabase(ctx: AppContext) {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    await Promise.race([
-      sql`select 1`.execute(ctx.db),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no answer within ${HEALTH_TIMEOUT_MS} ms`)), HEALTH_TIMEOUT_MS);
-      }),
-    ]);
-    return create(ComponentHealthSchema, { name: "database", healthy: true, message: ctx.databaseKind });
-  } catch (err) {
-    return create(ComponentHealthSchema, { name: "database", healthy: false, message: (err as Error).message });
-  } finally {
-    clearTimeout(timer);
-  }
 }

@@ -3,11 +3,10 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { peerAddress } from "../auth/auth-context.js";
 import type { AppContext } from "../context.js";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../gen/grpc/health/v1/health_pb.js";
-import { abortError } from "../invalidation/invalidation-bus.js";
-import { checkDatabase } from "./api-keys-service.js";
+import { abortError } from "../streams/invalidation-bus.js";
 
 /** How often the database is re-checked while any Health/Watch stream is open. */
-export const HEALTH_WATCH_INTERVAL_MS = 5_000;
+
 
 /**
  * grpc.health.v1.Health: every service this listener serves (and "", the server
@@ -19,7 +18,7 @@ export const HEALTH_WATCH_INTERVAL_MS = 5_000;
 export function healthService(ctx: AppContext, served: readonly DescService[]): ServiceImpl<typeof Health> {
   const names = new Set(["", ...served.map((s) => s.typeName)]);
   const overall = async () =>
-    (await checkDatabase(ctx)).healthy && ctx.verifier.isListening ? Status.SERVING : Status.NOT_SERVING;
+    (await ctx.checkDatabase()).healthy && ctx.verifier.isListening ? Status.SERVING : Status.NOT_SERVING;
 
   return {
     async check(req) {
@@ -29,7 +28,7 @@ export function healthService(ctx: AppContext, served: readonly DescService[]): 
 
     async *watch(req, call) {
       const release = ctx.streamCaps.acquire("Health/Watch", [
-        { kind: "address", id: call.values.get(peerAddress), max: ctx.config.maxHealthWatchStreamsPerAddress },
+        { kind: "address", id: call.values.get(peerAddress), max: ctx.limits.maxHealthWatchStreamsPerAddress },
       ]);
       try {
         if (!names.has(req.service)) {

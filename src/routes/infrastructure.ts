@@ -4,7 +4,6 @@ import type { AppContext } from "../context.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import * as reflectionV1 from "../gen/grpc/reflection/v1/reflection_pb.js";
 import * as reflectionV1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
-import { requestLogInterceptor } from "../request-log-interceptor.js";
 import { healthService } from "./health-service.js";
 import { reflectionServices } from "./reflection-service.js";
 
@@ -27,7 +26,7 @@ export function withInfrastructure(
       routes(router);
       const reflection = reflectionServices([...served, Health]);
       router.service(Health, healthService(ctx, served), { interceptors: [] });
-      const logged = { interceptors: [requestLogInterceptor(ctx.logger)] };
+      const logged = { interceptors: ctx.interceptors.logged };
       router.service(reflectionV1.ServerReflection, reflection.v1, logged);
       router.service(reflectionV1alpha.ServerReflection, reflection.v1alpha, logged);
     },

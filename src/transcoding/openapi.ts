@@ -1,8 +1,11 @@
+// Longer than 300 lines because it is one generator: the OpenAPI document of the REST routes,
+// from paths and parameters down to the JSON schema of every message, enum and well-known type;
+// its parts only make sense together.
 import type { DescEnum, DescField, DescMessage, DescMethod, DescService } from "@bufbuild/protobuf";
 import { ScalarType } from "@bufbuild/protobuf";
 import { readFileSync } from "node:fs";
 import { methodRequirement } from "../permissions/declarations.js";
-import type { HttpHandler } from "../server.js";
+import type { HttpHandler } from "../http/handler.js";
 import { type HttpRoute, httpRoutes } from "./http-rules.js";
 import { isPrimitiveJsonMessage } from "./request-message.js";
 

@@ -1,6 +1,6 @@
 import { type DescField, type DescMessage, type JsonObject, type JsonValue, type Message, ScalarType, create, mergeFromJson } from "@bufbuild/protobuf";
-import { invalidArgument, reasonOf } from "../errors.js";
-import { STRICT_JSON_OPTIONS } from "../strict-json.js";
+import { invalidArgument } from "../errors.js";
+import { STRICT_JSON_OPTIONS } from "../http/strict-json.js";
 import type { HttpRoute } from "./http-rules.js";
 import type { TemplateMatch } from "./path-template.js";
 
@@ -78,7 +78,7 @@ function merge(schema: DescMessage, message: Message, json: JsonValue, what: str
   } catch (err) {
     const text = `invalid ${what}: ${(err as Error).message}`;
     const error = invalidArgument(text);
-    throw field !== undefined && reasonOf(error) === "MALFORMED_REQUEST" ? invalidArgument(text, field) : error;
+    throw field !== undefined && error.reason === "MALFORMED_REQUEST" ? invalidArgument(text, field) : error;
   }
 }
 

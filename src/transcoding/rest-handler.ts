@@ -11,12 +11,13 @@ import type { UniversalHandler } from "@connectrpc/connect/protocol";
 import { promisify } from "node:util";
 import zlib from "node:zlib";
 import { errorFromJsonBytes } from "@connectrpc/connect/protocol-connect";
-import { clampDeadline } from "../deadlines.js";
-import type { HttpHandler } from "../server.js";
+import { clampDeadline } from "../http/deadlines.js";
+import { toConnectError } from "../interceptors/errors.js";
+import type { HttpHandler } from "../http/handler.js";
 import { type HttpRoute, httpRoutes } from "./http-rules.js";
 import { PathDecodeError, type TemplateMatch, compareSpecificity, matchTemplate } from "./path-template.js";
 import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.js";
-import { readJsonBody } from "../strict-json.js";
+import { readJsonBody } from "../http/strict-json.js";
 import { buildRequestMessage } from "./request-message.js";
 import { type RpcStatus, httpStatusFromCode, statusBody } from "./status.js";
 
@@ -29,6 +30,8 @@ export interface RestHandlerOptions {
   interceptors: Interceptor[];
   readMaxBytes: number;
   contextValues?: (req: NodeRequest) => ContextValues;
+  /** Maps every error the inner RPC sends (see the router option). */
+  errorHook?: (error: unknown) => ConnectError;
 }
 
 /** Request headers that describe the REST body or connection, not the call. */
@@ -53,7 +56,7 @@ const DROPPED_RESPONSE_HEADERS = new Set(["content-type", "content-length", "con
  * unary request built from the path, query and JSON body.
  */
 export function restHandler(options: RestHandlerOptions): HttpHandler {
-  const router = createConnectRouter({ interceptors: options.interceptors, readMaxBytes: options.readMaxBytes });
+  const router = createConnectRouter({ interceptors: options.interceptors, readMaxBytes: options.readMaxBytes, errorHook: options.errorHook });
   options.routes(router);
   const handlers = new Map<DescMethod, UniversalHandler>(router.handlers.map((h) => [h.method, h]));
   const services = [...new Set(router.handlers.map((h) => h.service))];
@@ -143,7 +146,7 @@ export function restHandler(options: RestHandlerOptions): HttpHandler {
     try {
       requestBytes = toBinary(route.method.input, buildRequestMessage(route, match, query, body));
     } catch (err) {
-      const connectErr = ConnectError.from(err);
+      const connectErr = toConnectError(err);
       return { status: httpStatusFromCode(connectErr.code), rpcStatus: statusBody(connectErr, registry) };
     }
 

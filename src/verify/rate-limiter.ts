@@ -1,8 +1,6 @@
-/** A key's limit: at most `requests` per `periodMs`. */
-export interface RateLimit {
-  requests: number;
-  periodMs: number;
-}
+import type { RateLimit } from "../keys/key-record.js";
+
+export type { RateLimit };
 
 interface Bucket {
   requests: number;

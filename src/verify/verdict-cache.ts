@@ -1,40 +1,7 @@
-import { OriginFilter } from "./cidr.js";
-import type { CredentialTypeName } from "../db/schema.js";
-import type { RateLimit } from "./rate-limiter.js";
+import { OriginFilter } from "../keys/cidr.js";
+import type { KeyRecord } from "../keys/key-record.js";
 
-/** What a verification needs to know about a key, as read from the database. */
-export interface KeyRecord {
-  id: string;
-  name: string;
-  enabled: boolean;
-  start: string;
-  createdOn: Date;
-  updatedOn: Date;
-  lastUsedOn: Date | null;
-  createdBy: string | null;
-  description: string;
-  metadata: Record<string, string>;
-  expiresOn: Date | null;
-  allowedCidrs: string[];
-  environment: Record<string, string | number | boolean>;
-  rateLimit: RateLimit | null;
-  /** "signing" keys authenticate with HS256 JWTs instead of a bearer token. */
-  credentialType: CredentialTypeName;
-  /** The token a rotation replaced, while its grace period lasts. */
-  previousToken?: { start: string; expiresOn: Date } | null;
-  /** The consumer holding the key, if any. */
-  consumer: { id: string; username: string } | null;
-  policy: {
-    id: string;
-    name: string;
-    description: string;
-    createdOn: Date;
-    updatedOn: Date;
-    createdBy: string | null;
-    /** Sorted canonical names. */
-    permissions: string[];
-  };
-}
+export type { KeyRecord };
 
 interface Entry extends CachedKey {
   expiresAt: number;

@@ -2,16 +2,17 @@ import type { Kysely } from "kysely";
 import type { Logger } from "pino";
 import type { PreparedQuery } from "../db/database.js";
 import type { Database } from "../db/schema.js";
-import { toConnectError } from "../errors.js";
+import { databaseError } from "../db/database-errors.js";
 import { VerifyCode } from "../gen/apikeys/v1/api_keys_pb.js";
-import type { Invalidation } from "../invalidation/invalidation.js";
+import type { Invalidation } from "../db/invalidation.js";
 import { findKeyRecordByTokenHash, touchKeys } from "../keys/key.repository.js";
 import type { TokenSettings } from "../keys/key.service.js";
 import { hashToken, parseToken } from "../tokens/token.js";
 import { FailureThrottle } from "../auth/failure-throttle.js";
-import { type SigningSettings, SignedCredentialVerifier, looksLikeJwt } from "../jwt/signed-credential-verifier.js";
+import { type SigningSettings, SignedCredentialVerifier, looksLikeJwt } from "./signed-credential-verifier.js";
 import { RateLimiter } from "./rate-limiter.js";
-import { type CachedKey, type KeyRecord, VerdictCache } from "./verdict-cache.js";
+import type { KeyRecord } from "../keys/key-record.js";
+import { type CachedKey, VerdictCache } from "./verdict-cache.js";
 
 /** The outcome of checking a token against a requirement. */
 export interface Verdict {
@@ -128,7 +129,7 @@ export class Verifier {
     try {
       found = await findKeyRecordByTokenHash(this.db, hash, this.options.prepared);
     } catch (err) {
-      throw toConnectError(err);
+      throw databaseError(err) ?? err;
     }
     if (found === undefined) return undefined;
     // A previous token's grace ends by this clock too, whatever the database's says.

@@ -1,21 +1,14 @@
-import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import net from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Writable } from "node:stream";
-import { promisify } from "node:util";
-import pg from "pg";
 import { pino } from "pino";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { readConfig } from "../../src/config.js";
-import { LISTENER_APPLICATION_NAME } from "../../src/db/database.js";
 import { VerifyCode } from "../../src/gen/apikeys/v1/api_keys_pb.js";
 import { type Server, startServer } from "../../src/server.js";
 import { generateToken } from "../../src/tokens/token.js";
 import { usingPostgres } from "../helpers/database.js";
 import { codeOf } from "../helpers/errors.js";
 import { clientsFor } from "../helpers/server.js";
+import { type ThrowawayPostgres, canRunThrowawayPostgres, startThrowawayPostgres } from "../helpers/throwaway-postgres.js";
 
 /*
  * A LISTEN connection that silently stops delivering (half-open) is noticed by
@@ -25,34 +18,21 @@ import { clientsFor } from "../helpers/server.js";
  * Runs in the Postgres pass; needs the Postgres server binaries and root.
  */
 
-const run = promisify(execFile);
-const BIN = "/usr/lib/postgresql/15/bin";
 const PING_SECONDS = 1;
 const STALENESS_SECONDS = 1;
 /** A missed echo is noticed within two ping intervals of the freeze; allow as much again for a loaded machine. */
 const BOUND_MS = 2 * PING_SECONDS * 1000 + STALENESS_SECONDS * 1000 + 2_000;
-const canRun = usingPostgres && existsSync(`${BIN}/initdb`) && process.getuid?.() === 0;
+const canRun = canRunThrowawayPostgres;
 if (usingPostgres && !canRun) {
-  console.warn(`listener-liveness: skipped: needs ${BIN}/initdb and root to run it as the postgres user`);
+  console.warn("listener-liveness: skipped: needs the Postgres server binaries and root to run them as the postgres user");
 }
 
-let dir: string;
+let cluster: ThrowawayPostgres | undefined;
 let url: string;
 let frozenPid: number | undefined;
 const servers: Server[] = [];
 const logLines: string[] = [];
 const adminToken = generateToken("ak");
-
-const asPostgres = (cmd: string, args: string[]) => run("runuser", ["-u", "postgres", "--", cmd, ...args], { timeout: 60_000 });
-const pgCtl = (...args: string[]) => asPostgres(`${BIN}/pg_ctl`, ["-D", join(dir, "data"), "-w", "-t", "30", ...args]);
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
-  const { port } = srv.address() as net.AddressInfo;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 async function startInstance(name: string): Promise<Server> {
   const config = readConfig({
@@ -76,36 +56,20 @@ async function startInstance(name: string): Promise<Server> {
 }
 
 /** Backend PIDs of the LISTEN connections now open on the cluster. */
-async function listenerPids(): Promise<number[]> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    const { rows } = await client.query<{ pid: number }>("select pid from pg_stat_activity where application_name = $1", [
-      LISTENER_APPLICATION_NAME,
-    ]);
-    return rows.map((r) => r.pid);
-  } finally {
-    await client.end();
-  }
+function listenerPids(): Promise<number[]> {
+  return cluster!.listenerPids();
 }
 
 beforeAll(async () => {
   if (!canRun) return;
-  dir = mkdtempSync(join(tmpdir(), "apikeys-liveness-"));
-  await run("chown", ["postgres:postgres", dir]);
-  const port = await freePort();
-  await asPostgres(`${BIN}/initdb`, ["-D", join(dir, "data"), "-A", "trust", "-U", "postgres", "--no-sync"]);
-  await pgCtl("-l", join(dir, "log"), "-o", `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1`, "start");
-  url = `postgres://postgres@127.0.0.1:${port}/postgres`;
+  cluster = await startThrowawayPostgres("liveness");
+  url = cluster.url;
 }, 120_000);
 
 afterAll(async () => {
   if (frozenPid !== undefined) process.kill(frozenPid, "SIGCONT");
   await Promise.all(servers.map((s) => s.stop()));
-  if (dir !== undefined) {
-    await pgCtl("-m", "immediate", "stop").catch(() => {});
-    rmSync(dir, { recursive: true, force: true });
-  }
+  await cluster?.stop();
 });
 
 it.runIf(canRun)(

@@ -1,3 +1,4 @@
+import { write } from "../../src/db/write.js";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApiKeysAdminService } from "../../src/gen/apikeys/v1/admin_pb.js";
@@ -158,16 +159,15 @@ function targetPermissions(level: Level): string[] {
  * calls); a scoped caller's keys belong to its consumer.
  */
 async function prepare(cell: Cell): Promise<void> {
-  const { db, config } = t.server.ctx;
-  const tokenSettings = { prefix: config.tokenPrefix, pepper: config.tokenPepper };
+  const { ctx } = t.server;
   const consumer = cell.caller === "scoped" ? teamA : undefined;
   const key = async (policyId: string, name = `${cell.name}-target`, holder = consumer) =>
-    (await createKey(db, tokenSettings, { name, policyId, consumer: holder, description: "before" }, SERVER_AUTHORITY)).apiKey.id;
+    (await write(ctx, undefined, (w) => createKey(w, ctx.tokens, SERVER_AUTHORITY, { name, policyId, consumer: holder, description: "before" }))).apiKey.id;
   const freshPolicy = async (permissions: string[]) =>
-    (await createPolicy(db, { name: `${cell.name}-target`, description: "before", permissions }, SERVER_AUTHORITY)).id;
+    (await write(ctx, undefined, (w) => createPolicy(w, SERVER_AUTHORITY, { name: `${cell.name}-target`, description: "before", permissions }))).id;
   const freshConsumer = async (granted?: string) => {
-    const id = (await createConsumer(db, `${cell.name}-target`, SERVER_AUTHORITY)).id;
-    if (granted !== undefined) await grantPolicies(db, SERVER_AUTHORITY, { consumer: id, policyIds: [granted] });
+    const id = (await write(ctx, undefined, (w) => createConsumer(w, SERVER_AUTHORITY, `${cell.name}-target`))).id;
+    if (granted !== undefined) await write(ctx, undefined, (w) => grantPolicies(w, SERVER_AUTHORITY, { consumer: id, policyIds: [granted] }));
     return id;
   };
   switch (cell.rpc) {

@@ -1,26 +1,11 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import type { ConnectionLimits } from "../config.js";
 
 type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-
-/** Timeouts and caps that keep slow or idle clients from holding connections (docs/operations.md). */
-export interface ConnectionLimits {
-  /** A new connection must send enough bytes to tell HTTP/1.1 from HTTP/2 within this. */
-  sniffTimeoutMs: number;
-  /** HTTP/1.1: a request's headers must be complete within this of its first byte (or of the connection). */
-  headersTimeoutMs: number;
-  /** A request (headers and body) must be received completely within this; 0 disables. */
-  requestTimeoutMs: number;
-  /** HTTP/1.1: a keep-alive connection with no request for this long is closed. */
-  keepAliveTimeoutMs: number;
-  /** HTTP/2: a session with no open stream for this long is closed. */
-  h2IdleTimeoutMs: number;
-  /** Open connections allowed from one remote address; 0 disables the cap. */
-  maxConnectionsPerAddress: number;
-}
 
 /** A listening port that speaks HTTP/1.1 and cleartext HTTP/2 (prior knowledge). */
 export interface Listener {

@@ -4,7 +4,7 @@ import { type Reason, apiError } from "../errors.js";
 import { VerifyCode } from "../gen/apikeys/v1/api_keys_pb.js";
 import { methodRequirement } from "../permissions/declarations.js";
 import type { Verifier } from "../verify/verifier.js";
-import { authenticatedKey, peerAddress } from "./auth-context.js";
+import { authenticatedKey, peerAddress } from "../auth/auth-context.js";
 
 /** The ErrorInfo reason of each refusal. */
 const REFUSAL_REASONS: Partial<Record<VerifyCode, Reason>> = {

@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { Invalidation } from "./invalidation.js";
+import type { Invalidation } from "../db/invalidation.js";
 
 /** Events a subscriber may have queued before it counts as fallen behind. */
 const DEFAULT_MAX_QUEUE = 1_024;

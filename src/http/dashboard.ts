@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { readFile, stat } from "node:fs/promises";
 import { extname, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { HttpHandler } from "../server.js";
+import type { HttpHandler } from "./handler.js";
 
 /** Where `npm run build` puts the dashboard, relative to this module. */
 export const DASHBOARD_DIR = fileURLToPath(new URL("../../dist/web/", import.meta.url));

@@ -1,16 +1,10 @@
-import { ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { Interceptor } from "@connectrpc/connect";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import { VerifyCode } from "./gen/apikeys/v1/api_keys_pb.js";
-import { codeName } from "./request-log-interceptor.js";
-import type { HttpHandler } from "./server.js";
-import type { Verifier } from "./verify/verifier.js";
-
-/** Connection pool figures, when the database has a pool. */
-export interface PoolStats {
-  total: number;
-  idle: number;
-  waiting: number;
-}
+import { VerifyCode } from "../gen/apikeys/v1/api_keys_pb.js";
+import { codeName } from "../errors.js";
+import { toConnectError } from "./errors.js";
+import type { PoolStats } from "../db/database.js";
+import type { Verifier } from "../verify/verifier.js";
 
 /** What the metrics read at scrape time rather than count as they happen. */
 export interface MetricsSources {
@@ -136,7 +130,7 @@ export class Metrics {
         this.rpcRequests.inc({ method, code: "ok" });
         return res;
       } catch (err) {
-        const code = codeName(ConnectError.from(err).code);
+        const code = codeName(toConnectError(err).code);
         end({ code });
         this.rpcRequests.inc({ method, code });
         throw err;
@@ -153,26 +147,5 @@ export class Metrics {
       return;
     }
     if (typeof at === "number" && Number.isFinite(at)) this.invalidationLag.observe(Math.max(0, Date.now() - at) / 1000);
-  }
-
-  /** Serves GET /metrics in the Prometheus text format. */
-  httpHandler(): HttpHandler {
-    return async (req, res) => {
-      if ((req.url ?? "/").split("?")[0] !== "/metrics") return false;
-      if (req.method !== "GET" && req.method !== "HEAD") {
-        res.writeHead(405, { allow: "GET, HEAD", "content-type": "text/plain" });
-        res.end("method not allowed\n");
-        return true;
-      }
-      const text = await this.registry.metrics();
-      res.writeHead(200, {
-        "content-type": this.registry.contentType,
-        "cache-control": "no-store",
-        "content-length": String(Buffer.byteLength(text)),
-      });
-      if (req.method === "HEAD") res.end();
-      else res.end(text);
-      return true;
-    };
   }
 }

@@ -1,14 +1,16 @@
-import { Code, ConnectError } from "@connectrpc/connect";
+import { failedPrecondition } from "../errors.js";
 import { decodeJwt, decodeProtectedHeader, errors, jwtVerify } from "jose";
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
 import type { Database } from "../db/schema.js";
-import { isUuid, toConnectError } from "../errors.js";
+import { databaseError } from "../db/database-errors.js";
+import { isUuid } from "../validation.js";
 import { VerifyCode } from "../gen/apikeys/v1/api_keys_pb.js";
 import { findKeyRecordById } from "../keys/key.repository.js";
-import type { CachedKey, KeyRecord, VerdictCache } from "../verify/verdict-cache.js";
-import type { SecretBox } from "./secret-box.js";
-import { findSigningSecret, pruneJtis, recordJti } from "./signing-secret.repository.js";
+import type { KeyRecord } from "../keys/key-record.js";
+import type { CachedKey, VerdictCache } from "./verdict-cache.js";
+import type { SecretBox } from "../jwt/secret-box.js";
+import { findSigningSecret, pruneJtis, recordJti } from "../jwt/signing-secret.repository.js";
 
 /** How signed credentials are checked; from config. */
 export interface SigningSettings {
@@ -108,7 +110,7 @@ export class SignedCredentialVerifier {
       if (record === undefined || record.credentialType !== "signing") return undefined;
       sealed = await findSigningSecret(this.db, keyId);
     } catch (err) {
-      throw toConnectError(err);
+      throw databaseError(err) ?? err;
     }
     if (sealed === undefined) return undefined;
     const box = this.settings.secrets;
@@ -118,10 +120,7 @@ export class SignedCredentialVerifier {
       secret = box.open(sealed, keyId);
     } catch (err) {
       this.logger.error({ key_id: keyId, err: (err as Error).message }, "cannot open a signing key's secret");
-      throw new ConnectError(
-        "this server cannot check signing keys: APIKEYS_SECRET_KEY is missing or differs from the one the key was created with",
-        Code.FailedPrecondition,
-      );
+      throw failedPrecondition("this server cannot check signing keys: APIKEYS_SECRET_KEY is missing or differs from the one the key was created with");
     }
     const entry = this.cache.set(cacheKey, record, this.cacheTtlMs(), generation);
     this.secrets.set(entry.record, new TextEncoder().encode(secret));
@@ -134,7 +133,7 @@ export class SignedCredentialVerifier {
       if (++this.recorded % PRUNE_EVERY === 0) await pruneJtis(this.db);
       return first;
     } catch (err) {
-      throw toConnectError(err);
+      throw databaseError(err) ?? err;
     }
   }
 }

@@ -1,6 +1,8 @@
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Code, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { authenticatedKey } from "./auth/auth-context.js";
+import { authenticatedKey } from "../auth/auth-context.js";
+import { codeName } from "../errors.js";
+import { toConnectError } from "./errors.js";
 
 /** One log line per call: method, outcome code, duration and key id (never the token). */
 export function requestLogInterceptor(logger: Logger): Interceptor {
@@ -16,7 +18,7 @@ export function requestLogInterceptor(logger: Logger): Interceptor {
       logger.info({ ...fields(), code: "ok" }, "rpc");
       return res;
     } catch (err) {
-      const connectErr = ConnectError.from(err);
+      const connectErr = toConnectError(err);
       const code = connectErr.code;
       const serverFault = code === Code.Internal || code === Code.Unknown;
       logger[serverFault ? "error" : "info"](
@@ -26,10 +28,4 @@ export function requestLogInterceptor(logger: Logger): Interceptor {
       throw connectErr;
     }
   };
-}
-
-/** The snake_case name of a Connect code ("ok" for 0), as logs and the audit log write it. */
-export function codeName(code: number): string {
-  const names = ["ok", "canceled", "unknown", "invalid_argument", "deadline_exceeded", "not_found", "already_exists", "permission_denied", "resource_exhausted", "failed_precondition", "aborted", "out_of_range", "unimplemented", "internal", "unavailable", "data_loss", "unauthenticated"];
-  return names[code] ?? String(code);
 }

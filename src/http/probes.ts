@@ -1,6 +1,5 @@
 import type { AppContext } from "../context.js";
-import type { HttpHandler } from "../server.js";
-import { checkDatabase } from "./api-keys-service.js";
+import type { HttpHandler } from "./handler.js";
 
 /**
  * Plain-HTTP probes: GET /healthz answers 200 while the process serves requests
@@ -25,7 +24,7 @@ export function probesHandler(ctx: AppContext): HttpHandler {
       send(200, { status: "ok" });
       return true;
     }
-    const database = await checkDatabase(ctx);
+    const database = await ctx.checkDatabase();
     const ready = database.healthy && ctx.verifier.isListening;
     send(ready ? 200 : 503, {
       status: ready ? "ready" : "unavailable",

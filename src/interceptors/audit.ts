@@ -1,13 +1,15 @@
 import { type DescMessage, type MessageShape, toJson } from "@bufbuild/protobuf";
-import { ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { Interceptor } from "@connectrpc/connect";
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
 import { authenticatedKey } from "../auth/auth-context.js";
 import type { Database } from "../db/schema.js";
-import { isUuid, toConnectError } from "../errors.js";
-import { codeName } from "../request-log-interceptor.js";
-import { AuditCall, auditCall } from "./audit-call.js";
-import { boundedRequest, insertAuditEvent } from "./audit.repository.js";
+import { successRecorder } from "../db/write.js";
+import { codeName } from "../errors.js";
+import { isUuid } from "../validation.js";
+import { toConnectError } from "./errors.js";
+import { AuditCall, auditCall } from "../audit/audit-call.js";
+import { boundedRequest, insertAuditEvent } from "../audit/audit.repository.js";
 
 // Fields that may carry a credential are dropped from the recorded request, whatever the RPC.
 const SECRET_FIELD = /token|secret|password/i;
@@ -74,11 +76,13 @@ export function auditInterceptors(
     const json = requestJson(req.method.input, req.message);
     const call = new AuditCall(`${req.service.typeName}/${req.method.name}`, boundedRequest(json, requestMaxBytes), requestTargets(json));
     req.contextValues.set(auditCall, call);
+    // The call's write (if any) records its success in the change's own transaction.
+    req.contextValues.set(successRecorder, (tx, ids) => call.recordSuccess(tx, ids));
     let res;
     try {
       res = await next(req);
     } catch (err) {
-      const error = ConnectError.from(err);
+      const error = toConnectError(err);
       try {
         if (!call.attemptWritten) {
           // Refused before the handler (authentication or permission): still an attempt.

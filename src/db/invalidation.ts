@@ -1,6 +1,6 @@
 import { type Transaction, sql } from "kysely";
-import { INVALIDATION_CHANNEL } from "../db/database.js";
-import type { Database } from "../db/schema.js";
+import { INVALIDATION_CHANNEL } from "./database.js";
+import type { Database } from "./schema.js";
 
 /** What a write made stale: one key, or every key of one policy. */
 export type Invalidation = { kind: "key"; id: string } | { kind: "policy"; id: string };
