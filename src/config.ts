@@ -51,6 +51,19 @@ export interface Config {
   statementTimeoutMs: number;
   /** Approximate memory the verdict cache may hold, in bytes. */
   cacheMaxBytes: number;
+  /** Fleet-wide rate limits on Redis when set; per-instance buckets otherwise. */
+  redis: RedisConfig | undefined;
+  /** How long hourly usage counts are kept. */
+  usageRetentionMs: number;
+}
+
+/** Where and how rate limits reach Redis. */
+export interface RedisConfig {
+  url: string;
+  /** Prefix of every Redis key written, so deployments can share one Redis. */
+  keyPrefix: string;
+  connectTimeoutMs: number;
+  commandTimeoutMs: number;
 }
 
 /** A configuration error, reported as one line before the process exits. */
@@ -112,6 +125,19 @@ export function readConfig(env: Env = process.env): Config {
   if (requestTimeoutMs > 0 && requestTimeoutMs < headersTimeoutMs) {
     throw new ConfigError("APIKEYS_REQUEST_TIMEOUT_SECONDS must be 0 or at least APIKEYS_HEADERS_TIMEOUT_SECONDS");
   }
+  const redisUrl = env.REDIS_URL || undefined;
+  if (redisUrl !== undefined && !/^rediss?:\/\//.test(redisUrl)) {
+    throw new ConfigError("REDIS_URL must start with redis:// or rediss://");
+  }
+  const redis =
+    redisUrl === undefined
+      ? undefined
+      : {
+          url: redisUrl,
+          keyPrefix: env.APIKEYS_REDIS_KEY_PREFIX ?? "apikeys:",
+          connectTimeoutMs: integer(env, "APIKEYS_REDIS_CONNECT_TIMEOUT_MS", 2_000, 10, 60_000),
+          commandTimeoutMs: integer(env, "APIKEYS_REDIS_COMMAND_TIMEOUT_MS", 500, 10, 60_000),
+        };
   return {
     port,
     host: env.HOST || undefined,
@@ -149,5 +175,7 @@ export function readConfig(env: Env = process.env): Config {
     maxHealthWatchStreamsPerAddress: integer(env, "APIKEYS_MAX_HEALTH_WATCH_STREAMS_PER_ADDRESS", 16, 1, 1_000_000),
     statementTimeoutMs: integer(env, "APIKEYS_STATEMENT_TIMEOUT_SECONDS", 10, 0, 3600) * 1000,
     cacheMaxBytes: integer(env, "APIKEYS_CACHE_MAX_MEGABYTES", 64, 1, 1_000_000) * 1024 * 1024,
+    redis,
+    usageRetentionMs: integer(env, "APIKEYS_USAGE_RETENTION_DAYS", 90, 1, 3_650) * 86_400_000,
   };
 }

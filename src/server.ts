@@ -30,6 +30,8 @@ import { restHandler } from "./transcoding/rest-handler.js";
 import { SharedStatus } from "./streams/shared-status.js";
 import { StreamCaps } from "./streams/stream-caps.js";
 import { Verifier } from "./verify/verifier.js";
+import { RedisRateLimiter } from "./verify/redis-rate-limiter.js";
+import { UsagePruner } from "./usage/usage-pruner.js";
 import { SecretBox } from "./jwt/secret-box.js";
 import { resolveSecretKey } from "./jwt/server-secret-key.js";
 import { dashboardHandler } from "./web/static.js";
@@ -92,8 +94,14 @@ export interface Server {
   stop(): Promise<void>;
 }
 
+/** What a test (never the environment) may replace. */
+export interface ServerHooks {
+  /** The verifier's clock: expiry, credit refills, usage hours. */
+  now?: () => number;
+}
+
 /** Opens the database, migrates, registers own permissions, bootstraps and listens. */
-export async function startServer(configured: Config, logger: Logger): Promise<Server> {
+export async function startServer(configured: Config, logger: Logger, hooks: ServerHooks = {}): Promise<Server> {
   let config = configured;
   const problems = checkAuthOptions([...SERVICES]);
   if (problems.length > 0) throw new Error(`invalid auth options: ${problems.join("; ")}`);
@@ -126,6 +134,7 @@ export async function startServer(configured: Config, logger: Logger): Promise<S
     throw err;
   }
   let verifier: Verifier | undefined;
+  let pruner: UsagePruner | undefined;
   try {
     const applied = await migrateToLatest(database.db);
     if (applied.length > 0) logger.info({ migrations: applied }, "database migrated");
@@ -164,9 +173,12 @@ export async function startServer(configured: Config, logger: Logger): Promise<S
           maxLifetimeMs: config.jwtMaxLifetimeMs,
           clockSkewMs: config.jwtClockSkewMs,
         },
+        globalRateLimiter: config.redis && new RedisRateLimiter(config.redis, logger),
+        now: hooks.now,
       },
       logger,
     );
+    pruner = new UsagePruner(database.db, config.usageRetentionMs, logger);
     verifier = v;
     const metrics = new Metrics({ verifier: v, poolStats: database.poolStats });
     const invalidations = new InvalidationBus();
@@ -240,7 +252,7 @@ export async function startServer(configured: Config, logger: Logger): Promise<S
       adminPlane.serve(handler(admin, [metricsHandler, dashboard]));
     }
     logger.info(
-      { port: listeners[0]!.port, admin_port: listeners[1]?.port, database: database.kind },
+      { port: listeners[0]!.port, admin_port: listeners[1]?.port, database: database.kind, rate_limits: config.redis ? "redis" : "local" },
       "apikeys listening",
     );
 
@@ -255,6 +267,7 @@ export async function startServer(configured: Config, logger: Logger): Promise<S
           // Open streams would otherwise hold the grace period; their clients reconnect elsewhere.
           invalidations.close();
           await Promise.all(listeners.map((l) => l.close(config.shutdownGraceMs)));
+          pruner!.close();
           await v.close();
           await database.close();
         })();
@@ -263,6 +276,7 @@ export async function startServer(configured: Config, logger: Logger): Promise<S
     };
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close(0)));
+    pruner?.close();
     await verifier?.close();
     await database.close();
     throw err;

@@ -1,7 +1,7 @@
 import { create, type JsonObject } from "@bufbuild/protobuf";
 import { type Duration, type Timestamp, durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Kysely, type RawBuilder, type SqlBool, type Transaction, sql } from "kysely";
-import type { ApiKeyUpdate, Database } from "../db/schema.js";
+import type { ApiKeyRow, ApiKeyUpdate, Database } from "../db/schema.js";
 import { apiError, invalidArgument, isUuid, notFound, requireName, requireUuid, withConnectErrors } from "../errors.js";
 import { type AdminUpdateApiKeyRequest, ApiKeyView } from "../gen/apikeys/v1/admin_pb.js";
 import {
@@ -10,6 +10,7 @@ import {
   ApiKeySchema,
   CredentialType,
   type RateLimit,
+  type Refill as RefillMessage,
 } from "../gen/apikeys/v1/resources_pb.js";
 import {
   type FilterTerm,
@@ -43,6 +44,7 @@ import {
   requireRateLimit,
 } from "./key-options.js";
 import * as repo from "./key.repository.js";
+import { type Refill, creditColumns, requireRefill, requireRemaining, toRefillMessage } from "./refill.js";
 
 /** How token hashes are made; from config. */
 export interface TokenSettings {
@@ -89,6 +91,8 @@ export function toApiKeyMessage(record: KeyRecord): ApiKey {
     credentialType: record.credentialType === "signing" ? CredentialType.SIGNING : CredentialType.TOKEN,
     previousStart: record.previousToken?.start ?? "",
     previousTokenExpiresOn: record.previousToken ? timestampFromDate(record.previousToken.expiresOn) : undefined,
+    remaining: record.remaining === null ? undefined : BigInt(record.remaining),
+    refill: record.refill === null ? undefined : toRefillMessage(record.refill),
   });
 }
 
@@ -114,6 +118,9 @@ export interface CreateKeyInput {
   /** Id or username of the consumer holding the key; the policy must be granted to it. */
   consumer?: string;
   credentialType?: CredentialType;
+  /** Credits; unset: unlimited (or the refill amount when a refill is set). */
+  remaining?: bigint;
+  refill?: RefillMessage;
 }
 
 function rateLimitColumns(limit: { requests: number; periodMs: number } | null) {
@@ -154,6 +161,8 @@ export function createKey(
   const allowedCidrs = req.allowedCidrs === undefined || req.allowedCidrs.length === 0 ? [...ANY_ORIGIN] : requireCidrs(req.allowedCidrs);
   const environment = requireEnvironment(req.environment);
   const rateLimit = requireRateLimit(req.rateLimit);
+  const now = Date.now();
+  const credits = creditColumns(requireRemaining(req.remaining) ?? null, requireRefill(req.refill, now), now);
   const consumerRef = req.consumer ? requireConsumerRef("consumer", req.consumer) : scopeOf(authority)?.id;
   if (consumerRef !== undefined) requireOwnConsumer(authority, consumerRef);
   const credentialType = req.credentialType ?? CredentialType.UNSPECIFIED;
@@ -198,6 +207,7 @@ export function createKey(
         allowed_cidrs: allowedCidrs,
         environment: JSON.stringify(environment),
         ...rateLimitColumns(rateLimit),
+        ...credits,
       });
       // A reused id may still have verdicts cached somewhere from its previous life.
       if (previousId !== undefined) await notifyInvalidation(tx, { kind: "key", id });
@@ -327,6 +337,8 @@ const UPDATABLE = [
   "environment",
   "rate_limit",
   "consumer",
+  "remaining",
+  "refill",
 ] as const;
 
 function presentFields(req: AdminUpdateApiKeyRequest): (typeof UPDATABLE)[number][] {
@@ -341,6 +353,8 @@ function presentFields(req: AdminUpdateApiKeyRequest): (typeof UPDATABLE)[number
     environment: req.environment !== undefined,
     rate_limit: req.rateLimit !== undefined,
     consumer: req.consumer !== undefined,
+    remaining: req.remaining !== undefined,
+    refill: req.refill !== undefined,
   };
   return UPDATABLE.filter((field) => set[field]);
 }
@@ -369,6 +383,8 @@ export function updateKey(
   if (fields.has("allowed_cidrs")) changes.allowed_cidrs = requireCidrs(req.allowedCidrs);
   if (fields.has("environment")) changes.environment = JSON.stringify(requireEnvironment(req.environment));
   if (fields.has("rate_limit")) Object.assign(changes, rateLimitColumns(requireRateLimit(req.rateLimit)));
+  const remaining = fields.has("remaining") ? (requireRemaining(req.remaining) ?? null) : undefined;
+  const refill = fields.has("refill") ? requireRefill(req.refill, Date.now()) : undefined;
   const policyId = fields.has("policy_id") ? requireUuid("policy_id", req.policyId ?? "") : undefined;
   if (policyId !== undefined) changes.policy_id = policyId;
   const consumer = fields.has("consumer") ? req.consumer || "" : undefined;
@@ -392,12 +408,28 @@ export function updateKey(
       } else if (consumer === "") {
         changes.consumer_id = null;
       }
+      if (remaining !== undefined || refill !== undefined) Object.assign(changes, updatedCredits(key, remaining, refill));
       await repo.updateKey(tx, id, changes);
       await notifyInvalidation(tx, { kind: "key", id });
       await hook?.(tx, id);
       return toApiKeyMessage(await mustFind(tx, id));
     }),
   );
+}
+
+/**
+ * The credit columns after an update naming `remaining` and/or `refill`
+ * (undefined: not named). Unlimited (remaining null) drops the refill; a refill
+ * kept with new credits keeps its last boundary.
+ */
+function updatedCredits(key: ApiKeyRow, remaining: number | null | undefined, refill: Refill | null | undefined) {
+  const now = Date.now();
+  if (remaining === null) return creditColumns(null, null, now);
+  if (refill !== undefined) {
+    const current = remaining ?? (key.remaining === null ? null : Number(key.remaining));
+    return creditColumns(current, refill, now);
+  }
+  return { remaining };
 }
 
 /**

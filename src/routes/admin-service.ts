@@ -11,6 +11,7 @@ import { auditCall, auditHook } from "../audit/audit-call.js";
 import { getAuditEvents } from "../audit/audit.service.js";
 import * as consumers from "../consumers/consumer.service.js";
 import { SecretBox } from "../jwt/secret-box.js";
+import { getKeyUsage } from "../usage/usage.service.js";
 
 /**
  * The admin-plane RPCs. The auth interceptor has already checked each method's
@@ -29,6 +30,9 @@ export function adminService(ctx: AppContext): ServiceImpl<typeof ApiKeysAdminSe
     },
     async adminGetApiKey(req, call) {
       return { apiKey: await keys.getKey(ctx.db, authorityOf(call.values), req.id) };
+    },
+    async adminGetApiKeyUsage(req, call) {
+      return getKeyUsage(ctx.db, authorityOf(call.values), req, Date.now());
     },
     async adminCreateApiKey(req, call) {
       const created = await keys.createKey(ctx.db, tokens, req, authorityOf(call.values), auditHook(call.values));

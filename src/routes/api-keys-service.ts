@@ -23,6 +23,7 @@ import { reportLeakedToken, toApiKeyMessage } from "../keys/key.service.js";
 import { recordChange } from "../audit/audit-call.js";
 import { requirePermissionNames } from "../permissions/permission-name.js";
 import { registerPermissions, toPermissionMessage } from "../permissions/permission.service.js";
+import { requireCost } from "../keys/refill.js";
 import type { KeyRecord } from "../verify/verdict-cache.js";
 
 const HEALTH_TIMEOUT_MS = 2_000;
@@ -52,16 +53,21 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
       if (ctx.verifier.verifyGuesses.retryAfterMs(guesser) > 0) {
         return { valid: false, code: VerifyCode.RATE_LIMITED, permissions: [], missing: [], cacheTtl: durationFromMs(0) };
       }
-      const verdict = await ctx.verifier.verify(req.token, allOf, anyOf, req.clientIp);
+      const cost = requireCost(req.cost);
+      const verdict = await ctx.verifier.verify(req.token, allOf, anyOf, req.clientIp, cost);
       if (isGuess(verdict.code)) ctx.verifier.verifyGuesses.recordFailure(guesser);
+      let apiKey = verdict.key && keyMessage(verdict.key);
+      // The cached key's credits are as of its read: answer with the count just spent.
+      if (apiKey !== undefined && verdict.remaining !== undefined) apiKey = { ...apiKey, remaining: BigInt(verdict.remaining) };
       return {
         valid: verdict.code === VerifyCode.VALID,
         code: verdict.code,
-        apiKey: verdict.key && keyMessage(verdict.key),
+        apiKey,
         permissions: verdict.key?.policy.permissions ?? [],
         missing: verdict.missing,
         cacheTtl: verdictTtl,
         environment: verdict.key?.environment,
+        remaining: verdict.remaining === undefined ? undefined : BigInt(verdict.remaining),
       };
     },
 
@@ -143,7 +149,9 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
           ? `${ctx.verifier.cache.size} entries, invalidations live`
           : "invalidation listener down: verifying without cache",
       });
-      return { healthy: database.healthy && cache.healthy, components: [database, cache] };
+      const limits = ctx.verifier.rateLimitHealth();
+      const rateLimits = create(ComponentHealthSchema, { name: "rate_limits", ...limits });
+      return { healthy: database.healthy && cache.healthy && rateLimits.healthy, components: [database, cache, rateLimits] };
     },
   };
 }
@@ -154,7 +162,8 @@ async function requireStillAuthorized(ctx: AppContext, header: Headers, method: 
   if (token === undefined) throw new ConnectError("missing API key", Code.Unauthenticated);
   const requirement = methodRequirement(method);
   const [allOf, anyOf] = requirement.kind === "permissions" ? [requirement.allOf, requirement.anyOf] : [[], []];
-  const verdict = await ctx.verifier.verify(token, allOf, anyOf, peer);
+  // Re-checking an open stream spends no credits (but needs one left).
+  const verdict = await ctx.verifier.verify(token, allOf, anyOf, peer, 0);
   if (verdict.code === VerifyCode.VALID) return;
   if (verdict.code === VerifyCode.INSUFFICIENT_PERMISSIONS) {
     throw new ConnectError(`API key lacks permission ${verdict.missing.join(", ")}`, Code.PermissionDenied);

@@ -1,6 +1,7 @@
 import { OriginFilter } from "./cidr.js";
 import type { CredentialTypeName } from "../db/schema.js";
 import type { RateLimit } from "./rate-limiter.js";
+import type { Refill } from "../keys/refill.js";
 
 /** What a verification needs to know about a key, as read from the database. */
 export interface KeyRecord {
@@ -18,6 +19,9 @@ export interface KeyRecord {
   allowedCidrs: string[];
   environment: Record<string, string | number | boolean>;
   rateLimit: RateLimit | null;
+  /** Credits left when the record was read (null: unlimited); the spend itself always goes to the database. */
+  remaining: number | null;
+  refill: Refill | null;
   /** "signing" keys authenticate with HS256 JWTs instead of a bearer token. */
   credentialType: CredentialTypeName;
   /** The token a rotation replaced, while its grace period lasts. */
