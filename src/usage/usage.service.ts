@@ -2,7 +2,7 @@ import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Kysely, sql } from "kysely";
 import { type Authority, requireInScope } from "../auth/authority.js";
 import type { Database } from "../db/schema.js";
-import { invalidArgument, notFound, requireUuid, withConnectErrors } from "../errors.js";
+import { apiError, invalidArgument, notFound, requireUuid, withConnectErrors } from "../errors.js";
 import { type AdminGetApiKeyUsageRequest, type AdminGetApiKeyUsageResponse, UsageGranularity } from "../gen/apikeys/v1/admin_pb.js";
 
 const HOUR_MS = 3_600_000;
@@ -23,7 +23,11 @@ export function getKeyUsage(db: Kysely<Database>, authority: Authority, req: Adm
   const id = requireUuid("id", req.id);
   const granularity = req.granularity === UsageGranularity.UNSPECIFIED ? UsageGranularity.DAY : req.granularity;
   if (granularity !== UsageGranularity.HOUR && granularity !== UsageGranularity.DAY) {
-    throw invalidArgument(`granularity ${req.granularity} is not known`);
+    // The binary twin of an unknown enum name in JSON, which the codec refuses with the same reason.
+    throw apiError("UNKNOWN_ENUM_VALUE", `granularity ${req.granularity} is not known`, {
+      field: "granularity",
+      metadata: { enum: "apikeys.v1.UsageGranularity", value: String(req.granularity) },
+    });
   }
   const bucketMs = granularity === UsageGranularity.HOUR ? HOUR_MS : DAY_MS;
   const end = req.endTime === undefined ? now : timestampDate(req.endTime).getTime();
