@@ -157,6 +157,11 @@ export async function startServer(configured: Config, logger: Logger, hooks: Ser
     const granted = await grantOwnPermissionsToAdminPolicy(database.db);
     if (granted.length > 0) logger.info({ permissions: granted }, "granted new apikeys permissions to the admin policy");
 
+    const globalRateLimiter = config.redis && new RedisRateLimiter(config.redis, logger);
+    // Limited keys fail closed until Redis answers: give it its connect timeout before serving, but start without it.
+    if (globalRateLimiter !== undefined && !(await globalRateLimiter.connected(config.redis!.connectTimeoutMs))) {
+      logger.warn("redis (rate limits) not reachable at start: keys with a rate limit fail with unavailable until it is");
+    }
     const v = new Verifier(
       database.db,
       {
@@ -173,7 +178,7 @@ export async function startServer(configured: Config, logger: Logger, hooks: Ser
           maxLifetimeMs: config.jwtMaxLifetimeMs,
           clockSkewMs: config.jwtClockSkewMs,
         },
-        globalRateLimiter: config.redis && new RedisRateLimiter(config.redis, logger),
+        globalRateLimiter,
         now: hooks.now,
       },
       logger,

@@ -118,6 +118,16 @@ describe("credits on one instance", () => {
     expect(error.rawMessage).toBe("API key has no credits left");
   });
 
+  it("a key with credits calling this service spends one per call, and TestApiKey shows what is left", async () => {
+    const key = await keyWith({ remaining: 2n });
+    const own = clientsFor(t.baseUrl, "grpc", key.token).data;
+    // Cached after the first call, the key still answers with the count just spent.
+    expect((await own.testApiKey({})).apiKey?.remaining).toBe(1n);
+    expect((await own.testApiKey({})).apiKey?.remaining).toBe(0n);
+    const error = await errorOf(own.testApiKey({}));
+    expect([error.code, reasonOf(error)]).toEqual([Code.Unauthenticated, "API_KEY_USAGE_EXCEEDED"]);
+  });
+
   it("refuses bad credits, refills and costs with invalid_argument naming the field", async () => {
     const cases: Array<[() => Promise<unknown>, string]> = [
       [() => data.verifyToken({ token: t.adminToken, cost: -1n }), "cost"],

@@ -56,13 +56,10 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
       const cost = requireCost(req.cost);
       const verdict = await ctx.verifier.verify(req.token, allOf, anyOf, req.clientIp, cost);
       if (isGuess(verdict.code)) ctx.verifier.verifyGuesses.recordFailure(guesser);
-      let apiKey = verdict.key && keyMessage(verdict.key);
-      // The cached key's credits are as of its read: answer with the count just spent.
-      if (apiKey !== undefined && verdict.remaining !== undefined) apiKey = { ...apiKey, remaining: BigInt(verdict.remaining) };
       return {
         valid: verdict.code === VerifyCode.VALID,
         code: verdict.code,
-        apiKey,
+        apiKey: verdict.key && keyMessage(verdict.key),
         permissions: verdict.key?.policy.permissions ?? [],
         missing: verdict.missing,
         cacheTtl: verdictTtl,

@@ -73,6 +73,21 @@ export class RedisRateLimiter {
     });
   }
 
+  /** Resolves once connected (true), or false after `timeoutMs` (checks fail closed until it connects). */
+  connected(timeoutMs: number): Promise<boolean> {
+    if (this.ready) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        this.redis.off("ready", onReady);
+        resolve(ok);
+      };
+      const onReady = () => done(true);
+      const timer = setTimeout(() => done(false), timeoutMs);
+      this.redis.once("ready", onReady);
+    });
+  }
+
   /** Whether the connection is up and ready for commands. */
   get ready(): boolean {
     return this.redis.status === "ready";

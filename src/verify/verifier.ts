@@ -197,11 +197,15 @@ export class Verifier {
       } catch (err) {
         throw toConnectError(err);
       }
-      if (spend.kind === "exceeded") return { code: VerifyCode.USAGE_EXCEEDED, key, missing, remaining: spend.remaining };
+      if (spend.kind === "exceeded") {
+        return { code: VerifyCode.USAGE_EXCEEDED, key: { ...key, remaining: spend.remaining }, missing, remaining: spend.remaining };
+      }
       if (spend.kind === "spent") remaining = spend.remaining;
     }
     this.lastUsed.set(key.id, new Date(now));
-    return { code: VerifyCode.VALID, key, missing, ...(remaining !== undefined && { remaining }) };
+    // The record answers with the count just spent, not the one it was cached with.
+    if (remaining !== undefined) return { code: VerifyCode.VALID, key: { ...key, remaining }, missing, remaining };
+    return { code: VerifyCode.VALID, key, missing };
   }
 
   /** Whether the key is within its rate limit: fleet-wide on Redis when configured (which may throw unavailable), else this instance's bucket. */
