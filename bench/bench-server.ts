@@ -169,6 +169,8 @@ const control = http.createServer((req, res) => {
               allowedCidrs: ["0.0.0.0/0", "::/0"],
               environment: {},
               rateLimit: null,
+              remaining: null,
+              refill: null,
               credentialType: "token",
               consumer: null,
               policy: { id: `p${i % 100}`, name: `policy-${i % 100}`, description: "", createdOn: now, updatedOn: now, createdBy: null, permissions: ["svc:read", "svc:write"] },

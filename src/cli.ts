@@ -2,6 +2,7 @@ import { type DescMessage, type MessageShape, toJson } from "@bufbuild/protobuf"
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { type ApiKeysClients, createApiKeysClients } from "@apikeys/client";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { AdminGetApiKeyUsageResponseSchema, UsageGranularity } from "./gen/apikeys/v1/admin_pb.js";
 import { type ApiKey, ApiKeySchema, type ApiKeyPolicy, ApiKeyPolicySchema, PermissionSchema } from "./gen/apikeys/v1/resources_pb.js";
 
 /** Exit codes scripts can rely on (also in docs/cli.md). */
@@ -27,6 +28,7 @@ commands:
   keys create <name> --policy <id|name> [--description text] [--expires <ISO time>]
   keys rotate <id|name> [--grace <seconds>]  prints the new token
   keys disable <id|name>
+  keys usage <id|name> [--days <n>] [--hourly]  verification outcomes per day (or hour), default the last 30 days
   keys delete <id|name>
   permissions list
 
@@ -46,8 +48,8 @@ interface Parsed {
   flags: Map<string, string | true>;
 }
 
-const VALUE_FLAGS = new Set(["permissions", "description", "policy", "expires", "grace"]);
-const BOOLEAN_FLAGS = new Set(["json", "help"]);
+const VALUE_FLAGS = new Set(["permissions", "description", "policy", "expires", "grace", "days"]);
+const BOOLEAN_FLAGS = new Set(["json", "help", "hourly"]);
 
 function parse(argv: string[]): Parsed {
   const words: string[] = [];
@@ -112,6 +114,15 @@ function keyRows(keys: ApiKey[]): string {
     ["ID", "NAME", "POLICY", "ENABLED", "START", "EXPIRES", "LAST USED"],
     keys.map((k) => [k.id, k.name, k.policy?.name ?? "-", k.enabled ? "yes" : "no", k.start, when(k.expiresOn), when(k.lastUsedOn)]),
   );
+}
+
+/** One row per bucket and a TOTAL row; a column per outcome seen (VERIFY_CODE_ left off). */
+function usageRows(buckets: Array<{ startTime?: Parameters<typeof timestampDate>[0]; counts: Record<string, bigint> }>, totals: Record<string, bigint>): string {
+  const codes = Object.keys(totals).sort((a, b) => (a === "VERIFY_CODE_VALID" ? -1 : b === "VERIFY_CODE_VALID" ? 1 : a.localeCompare(b)));
+  const short = (code: string) => code.replace(/^VERIFY_CODE_/, "");
+  const rows = buckets.map((b) => [when(b.startTime), ...codes.map((c) => String(b.counts[c] ?? 0n))]);
+  rows.push(["TOTAL", ...codes.map((c) => String(totals[c] ?? 0n))]);
+  return table(["START", ...codes.map(short)], rows);
 }
 
 function policyRows(policies: ApiKeyPolicy[]): string {
@@ -218,6 +229,22 @@ export async function runCli(
         const id = await keyId(admin, arg(2, "a key id or name"));
         const { apiKey } = await admin.adminUpdateApiKey({ id, enabled: false });
         print(keyRows([apiKey!]), json(ApiKeySchema, apiKey!));
+        break;
+      }
+      case "keys usage": {
+        const days = flag("days") ?? "30";
+        const hourly = flags.get("hourly") === true;
+        if (!/^\d+$/.test(days) || Number(days) < 1 || Number(days) > (hourly ? 31 : 366)) {
+          throw new UsageError(`--days must be a whole number from 1 to ${hourly ? 31 : 366}, got "${days}"`);
+        }
+        const id = await keyId(admin, arg(2, "a key id or name"));
+        const start = Date.now() - Number(days) * 86_400_000;
+        const usage = await admin.adminGetApiKeyUsage({
+          id,
+          granularity: hourly ? UsageGranularity.HOUR : UsageGranularity.DAY,
+          startTime: { seconds: BigInt(Math.floor(start / 1000)), nanos: 0 },
+        });
+        print(usageRows(usage.buckets, usage.totals), json(AdminGetApiKeyUsageResponseSchema, usage));
         break;
       }
       case "keys delete": {

@@ -80,6 +80,21 @@ export interface Config {
     /** Largest request JSON an audit event stores whole (UTF-8 bytes); larger ones are stored truncated. */
     requestMaxBytes: number;
   };
+  /** Fleet-wide rate limits on Redis when set; per-instance buckets otherwise. */
+  redis: RedisConfig | undefined;
+  usage: {
+    /** How long hourly usage counts are kept. */
+    retentionMs: number;
+  };
+}
+
+/** Where and how rate limits reach Redis. */
+export interface RedisConfig {
+  url: string;
+  /** Prefix of every Redis key written, so deployments can share one Redis. */
+  keyPrefix: string;
+  connectTimeoutMs: number;
+  commandTimeoutMs: number;
 }
 
 /** A configuration error, reported as one line before the process exits. */
@@ -141,6 +156,19 @@ export function readConfig(env: Env = process.env): Config {
   if (requestTimeoutMs > 0 && requestTimeoutMs < headersTimeoutMs) {
     throw new ConfigError("APIKEYS_REQUEST_TIMEOUT_SECONDS must be 0 or at least APIKEYS_HEADERS_TIMEOUT_SECONDS");
   }
+  const redisUrl = env.REDIS_URL || undefined;
+  if (redisUrl !== undefined && !/^rediss?:\/\//.test(redisUrl)) {
+    throw new ConfigError("REDIS_URL must start with redis:// or rediss://");
+  }
+  const redis =
+    redisUrl === undefined
+      ? undefined
+      : {
+          url: redisUrl,
+          keyPrefix: env.APIKEYS_REDIS_KEY_PREFIX ?? "apikeys:",
+          connectTimeoutMs: integer(env, "APIKEYS_REDIS_CONNECT_TIMEOUT_MS", 2_000, 10, 60_000),
+          commandTimeoutMs: integer(env, "APIKEYS_REDIS_COMMAND_TIMEOUT_MS", 500, 10, 60_000),
+        };
   return {
     logLevel,
     http: {
@@ -186,6 +214,8 @@ export function readConfig(env: Env = process.env): Config {
       jwtClockSkewMs: integer(env, "APIKEYS_JWT_CLOCK_SKEW_SECONDS", 30, 0, 600) * 1000,
     },
     audit: { requestMaxBytes: integer(env, "APIKEYS_AUDIT_REQUEST_MAX_BYTES", 8_192, 256, 65_536) },
+    redis,
+    usage: { retentionMs: integer(env, "APIKEYS_USAGE_RETENTION_DAYS", 90, 1, 3_650) * 86_400_000 },
 
   };
 }

@@ -19,6 +19,8 @@ import type { TokenSettings } from "./keys/key.service.js";
 import { InvalidationBus } from "./streams/invalidation-bus.js";
 import { SharedStatus } from "./streams/shared-status.js";
 import { StreamCaps } from "./streams/stream-caps.js";
+import { UsagePruner } from "./usage/usage-pruner.js";
+import { RedisRateLimiter } from "./verify/redis-rate-limiter.js";
 import { Verifier } from "./verify/verifier.js";
 
 /** How often the database is re-checked while any Health/Watch stream is open. */
@@ -46,6 +48,8 @@ export interface AppContext extends WriteContext {
   tokens: TokenSettings;
   limits: HandlerLimits;
   verifier: Verifier;
+  /** Fleet-wide rate limits on Redis (REDIS_URL); undefined: per-instance buckets. */
+  globalRateLimiter: RedisRateLimiter | undefined;
   metrics: Metrics;
   /** Relays invalidation events to WatchInvalidations streams. */
   invalidations: InvalidationBus;
@@ -73,10 +77,18 @@ export interface AppContext extends WriteContext {
   close(): Promise<void>;
 }
 
+/** What a test (never the environment) may replace. */
+export interface ServerHooks {
+  /** The verifier's clock: expiry, credit refills, usage hours. */
+  now?: () => number;
+}
+
 /** Builds every dependency of the handlers once, from the configuration and an open, migrated database. */
-export function createAppContext(config: Config, logger: Logger, database: DatabaseHandle): AppContext {
+export function createAppContext(config: Config, logger: Logger, database: DatabaseHandle, hooks: ServerHooks = {}): AppContext {
   const secrets = config.signing.secretKey === undefined ? undefined : new SecretBox(config.signing.secretKey);
   const tokens: TokenSettings = { prefix: config.tokens.prefix, pepper: config.tokens.pepper, secrets };
+  const globalRateLimiter = config.redis && new RedisRateLimiter(config.redis, logger);
+  const pruner = new UsagePruner(database.db, config.usage.retentionMs, logger);
   const verifier = new Verifier(
     database.db,
     {
@@ -89,6 +101,8 @@ export function createAppContext(config: Config, logger: Logger, database: Datab
       authFailureWindowMs: config.throttle.authFailureWindowMs,
       outageStalenessMs: config.cache.outageStalenessMs,
       signing: { secrets, maxLifetimeMs: config.signing.jwtMaxLifetimeMs, clockSkewMs: config.signing.jwtClockSkewMs },
+      globalRateLimiter,
+      now: hooks.now,
     },
     logger,
   );
@@ -116,6 +130,7 @@ export function createAppContext(config: Config, logger: Logger, database: Datab
       maxHealthWatchStreamsPerAddress: config.http.maxHealthWatchStreamsPerAddress,
     },
     verifier,
+    globalRateLimiter,
     metrics,
     invalidations,
     streamCaps: new StreamCaps(),
@@ -145,7 +160,10 @@ export function createAppContext(config: Config, logger: Logger, database: Datab
       invalidations.setListening(listening);
       logger.info({ listening }, "invalidation listener state");
     },
-    close: () => verifier.close(),
+    async close() {
+      pruner.close();
+      await verifier.close();
+    },
   };
   return ctx;
 }

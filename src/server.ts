@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import { SERVER_AUTHORITY } from "./auth/authority.js";
 import { bootstrap, grantOwnPermissionsToAdminPolicy } from "./bootstrap.js";
 import type { Config } from "./config.js";
-import { type AppContext, createAppContext } from "./context.js";
+import { type AppContext, type ServerHooks, createAppContext } from "./context.js";
 import { INVALIDATION_CHANNEL, type DatabaseHandle, openDatabase } from "./db/database.js";
 import { migrateToLatest } from "./db/migrator.js";
 import { write } from "./db/write.js";
@@ -14,6 +14,7 @@ import { OWN_SERVICE, registerPermissions } from "./permissions/permission.servi
 import { SERVICES, adminExtras, adminRoutes, dataRoutes, planeHandler } from "./routes/planes.js";
 
 export { SERVICES };
+export type { ServerHooks };
 
 /** A running apikeys server. */
 export interface Server {
@@ -32,7 +33,7 @@ export interface Server {
  * migrates the database, builds the application (createAppContext), registers
  * its own permissions, bootstraps, listens for invalidations, then serves.
  */
-export async function startServer(config: Config, logger: Logger): Promise<Server> {
+export async function startServer(config: Config, logger: Logger, hooks: ServerHooks = {}): Promise<Server> {
   const problems = checkAuthOptions([...SERVICES]);
   if (problems.length > 0) throw new Error(`invalid auth options: ${problems.join("; ")}`);
   const { listeners, dataPlane, adminPlane } = await bindPorts(config);
@@ -52,8 +53,12 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
       { configured: config.signing.secretKey, databaseUrl: config.database.url, dataDir: config.database.dataDir },
       logger,
     );
-    const app = createAppContext({ ...config, signing: { ...config.signing, secretKey } }, logger, database);
+    const app = createAppContext({ ...config, signing: { ...config.signing, secretKey } }, logger, database, hooks);
     ctx = app;
+    // Limited keys fail closed until Redis answers: give it its connect timeout before serving, but start without it.
+    if (app.globalRateLimiter !== undefined && !(await app.globalRateLimiter.connected(config.redis!.connectTimeoutMs))) {
+      logger.warn("redis (rate limits) not reachable at start: keys with a rate limit fail with unavailable until it is");
+    }
 
     const own = declaredPermissions([...SERVICES]).get(OWN_SERVICE) ?? [];
     await write(app, undefined, (w) => registerPermissions(w, SERVER_AUTHORITY, OWN_SERVICE, own));
@@ -77,7 +82,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Serve
       dataPlane.serve(planeHandler(app, dataRoutes(app)));
       adminPlane.serve(planeHandler(app, adminRoutes(app), adminExtras(app)));
     }
-    logger.info({ port: listeners[0]!.port, admin_port: listeners[1]?.port, database: database.kind }, "apikeys listening");
+    logger.info(
+      { port: listeners[0]!.port, admin_port: listeners[1]?.port, database: database.kind, rate_limits: config.redis ? "redis" : "local" },
+      "apikeys listening",
+    );
 
     let stopping: Promise<void> | undefined;
     return {

@@ -91,6 +91,24 @@ describe("policies, keys and permissions", () => {
     firstToken = token;
   });
 
+  it("shows a key's verification outcomes per day, with totals", async () => {
+    const { admin, data } = clientsFor(t.baseUrl, "connect", t.adminToken);
+    const policy = (await admin.adminCreateApiKeyPolicy({ name: "cli-usage" })).policy!;
+    const created = await admin.adminCreateApiKey({ name: "cli-usage-key", policyId: policy.id });
+    for (let i = 0; i < 3; i++) await data.verifyToken({ token: created.token });
+    await data.verifyToken({ token: created.token, allOf: ["apikeys:keys.read"] });
+    await t.server.ctx.verifier.usage.flush();
+    const shown = await cli(["keys", "usage", "cli-usage-key"]);
+    expect(shown.code).toBe(0);
+    const lines = shown.stdout.trimEnd().split("\n");
+    expect(lines[0]).toMatch(/^START\s+VALID\s+INSUFFICIENT_PERMISSIONS$/);
+    expect(lines.at(-1)).toMatch(/^TOTAL\s+3\s+1$/);
+    const asJson = await cli(["keys", "usage", created.apiKey!.id, "--hourly", "--days", "2", "--json"]);
+    expect(JSON.parse(asJson.stdout)).toMatchObject({ totals: { VERIFY_CODE_VALID: "3", VERIFY_CODE_INSUFFICIENT_PERMISSIONS: "1" } });
+    const bad = await cli(["keys", "usage", "cli-usage-key", "--hourly", "--days", "40"]);
+    expect(bad.code).toBe(2);
+  });
+
   it("disables a key", async () => {
     const disabled = await cli(["keys", "disable", "cli-job"]);
     expect(disabled.code).toBe(0);

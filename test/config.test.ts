@@ -21,6 +21,19 @@ describe("config", () => {
     expect(config.database.statementTimeoutMs).toBe(10_000);
     expect(config.cache.maxBytes).toBe(64 * 1024 * 1024);
     expect([config.http.maxWatchStreamsPerKey, config.http.maxWatchStreamsPerAddress, config.http.maxHealthWatchStreamsPerAddress]).toEqual([128, 16, 16]);
+    // Rate limits per instance unless REDIS_URL is set; usage kept 90 days.
+    expect(config.redis).toBeUndefined();
+    expect(config.usage.retentionMs).toBe(90 * 86_400_000);
+  });
+
+  it("reads the Redis settings when REDIS_URL is set", () => {
+    expect(readConfig({ REDIS_URL: "redis://cache:6379/2" }).redis).toEqual({
+      url: "redis://cache:6379/2",
+      keyPrefix: "apikeys:",
+      connectTimeoutMs: 2_000,
+      commandTimeoutMs: 500,
+    });
+    expect(readConfig({ REDIS_URL: "rediss://cache:6380", APIKEYS_REDIS_KEY_PREFIX: "prod:" }).redis?.keyPrefix).toBe("prod:");
   });
 
   it.each([
@@ -35,6 +48,9 @@ describe("config", () => {
     [{ APIKEYS_HEADERS_TIMEOUT_SECONDS: "0" }, /APIKEYS_HEADERS_TIMEOUT_SECONDS must be between 1/],
     [{ APIKEYS_HEADERS_TIMEOUT_SECONDS: "30", APIKEYS_REQUEST_TIMEOUT_SECONDS: "20" }, /APIKEYS_REQUEST_TIMEOUT_SECONDS must be 0 or at least/],
     [{ APIKEYS_MAX_CONNECTIONS_PER_ADDRESS: "-1" }, /APIKEYS_MAX_CONNECTIONS_PER_ADDRESS must be a whole number/],
+    [{ REDIS_URL: "http://127.0.0.1:6379" }, /REDIS_URL must start with redis:\/\/ or rediss:\/\//],
+    [{ REDIS_URL: "redis://127.0.0.1:6379", APIKEYS_REDIS_COMMAND_TIMEOUT_MS: "0" }, /APIKEYS_REDIS_COMMAND_TIMEOUT_MS must be between 10/],
+    [{ APIKEYS_USAGE_RETENTION_DAYS: "0" }, /APIKEYS_USAGE_RETENTION_DAYS must be between 1 and 3650/],
   ])("refuses %j with a clear message", (env, message) => {
     expect(() => readConfig(env)).toThrow(ConfigError);
     expect(() => readConfig(env)).toThrow(message);

@@ -169,6 +169,20 @@ describe("KeyVerifier", () => {
     expect(await verifier.verify(key.token)).toMatchObject({ valid: false, code: VerifyCode.NOT_FOUND });
   });
 
+  it("never caches a key with credits, nor its USAGE_EXCEEDED refusal: every call spends, a top-up counts at once", async () => {
+    const key = await createKey("metered", ["inventory:items.read"]);
+    await admin.adminUpdateApiKey({ id: key.keyId, remaining: 3n, updateMask: { paths: ["remaining"] } });
+    const calls = verifier.remoteCalls;
+    const verdicts = [];
+    for (let i = 0; i < 5; i++) verdicts.push(await verifier.verify(key.token));
+    expect(verdicts.map((v) => (v.valid ? "VALID" : VerifyCode[v.code]))).toEqual(["VALID", "VALID", "VALID", "USAGE_EXCEEDED", "USAGE_EXCEEDED"]);
+    expect(verifier.remoteCalls).toBe(calls + 5);
+    expect((await admin.adminGetApiKey({ id: key.keyId })).apiKey?.remaining).toBe(0n);
+    // No invalidation is awaited: the refusal was never cached, so the next call asks again.
+    await admin.adminUpdateApiKey({ id: key.keyId, remaining: 1n, updateMask: { paths: ["remaining"] } });
+    expect((await verifier.verify(key.token)).valid).toBe(true);
+  });
+
   it("reports apikeys being unreachable as unavailable", async () => {
     const { apiKeys } = createApiKeysClients({ baseUrl: "http://127.0.0.1:1", token: serviceToken, timeoutMs: 1_000 });
     const offline = new KeyVerifier({ client: apiKeys, watch: false });

@@ -19,6 +19,8 @@ function record(id: string, policyId = "p1"): KeyRecord {
     allowedCidrs: ["0.0.0.0/0", "::/0"],
     environment: {},
     rateLimit: null,
+    remaining: null,
+    refill: null,
     credentialType: "token",
     consumer: null,
     policy: { id: policyId, name: policyId, description: "", createdOn: now, updatedOn: now, createdBy: null, permissions: ["svc:read"] },

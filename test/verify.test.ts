@@ -125,12 +125,15 @@ describe("auth on the data plane", () => {
     expect(await codeOf(clientsFor(t.baseUrl, "grpc", generateToken("ak")).data.testApiKey({}))).toBe(Code.Unauthenticated);
   });
 
-  it("GetServiceHealth needs no key and reports the database and cache", async () => {
+  it("GetServiceHealth needs no key and reports the database, cache and rate-limit mode", async () => {
     const res = await clientsFor(t.baseUrl, "connect").data.getServiceHealth({});
     expect(res.healthy).toBe(true);
     expect(res.components.map((c) => [c.name, c.healthy])).toEqual([
       ["database", true],
       ["cache", true],
+      ["rate_limits", true],
     ]);
+    // Without REDIS_URL, limits are this instance's own, and the health answer says so.
+    expect(res.components[2]!.message).toMatch(/^per instance/);
   });
 });

@@ -4,6 +4,7 @@ import * as keyLifecycle from "../../migrations/2026-11-23T01-00-key-lifecycle.j
 import * as consumersAudit from "../../migrations/2026-11-23T02-00-consumers-audit.js";
 import * as namespaceOwners from "../../migrations/2026-12-01T01-00-namespace-owners.js";
 import * as listIndexes from "../../migrations/2026-12-01T04-00-list-indexes.js";
+import * as usageMetering from "../../migrations/2026-12-01T06-00-usage-metering.js";
 import type { Database } from "./schema.js";
 
 // A static index, so the same migrations run from source and from a bundle.
@@ -13,6 +14,7 @@ const migrations: Record<string, Migration> = {
   "2026-11-23T02-00-consumers-audit": consumersAudit,
   "2026-12-01T01-00-namespace-owners": namespaceOwners,
   "2026-12-01T04-00-list-indexes": listIndexes,
+  "2026-12-01T06-00-usage-metering": usageMetering,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

@@ -53,6 +53,27 @@ export interface ApiKeysTable {
   rate_limit_period_ms: number | null;
   consumer_id: string | null;
   credential_type: ColumnType<CredentialTypeName, CredentialTypeName | undefined, CredentialTypeName>;
+  /** Credits left; null means unlimited (int8: read through Number()). */
+  remaining: ColumnType<number | bigint | null, number | null | undefined, number | null>;
+  refill_amount: ColumnType<number | bigint | null, number | null | undefined, number | null>;
+  refill_interval: RefillIntervalName | null;
+  refill_period_ms: ColumnType<number | bigint | null, number | null | undefined, number | null>;
+  refill_day: number | null;
+  refill_anchor: Date | null;
+  /** The refill boundary the credits were last set back at. */
+  refilled_at: Date | null;
+}
+
+/** How a key's credits are refilled, as stored. */
+export type RefillIntervalName = "daily" | "monthly" | "period";
+
+export interface KeyUsageTable {
+  key_id: string;
+  /** Start of the UTC hour. */
+  hour: Date;
+  /** VerifyCode name, e.g. "VERIFY_CODE_VALID". */
+  code: string;
+  count: ColumnType<number | bigint, number, number>;
 }
 
 /** How a key's holder authenticates, as stored. */
@@ -129,6 +150,7 @@ export interface Database {
   policies: PoliciesTable;
   policy_permissions: PolicyPermissionsTable;
   api_keys: ApiKeysTable;
+  key_usage: KeyUsageTable;
   deleted_api_keys: DeletedApiKeysTable;
   consumers: ConsumersTable;
   consumer_policies: ConsumerPoliciesTable;

@@ -13,6 +13,7 @@ const REFUSAL_REASONS: Partial<Record<VerifyCode, Reason>> = {
   [VerifyCode.EXPIRED]: "API_KEY_EXPIRED",
   [VerifyCode.IP_NOT_ALLOWED]: "API_KEY_IP_NOT_ALLOWED",
   [VerifyCode.RATE_LIMITED]: "API_KEY_RATE_LIMITED",
+  [VerifyCode.USAGE_EXCEEDED]: "API_KEY_USAGE_EXCEEDED",
 };
 
 /**

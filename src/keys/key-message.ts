@@ -3,6 +3,7 @@ import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type ApiKey, ApiKeySchema, CredentialType } from "../gen/apikeys/v1/resources_pb.js";
 import { toPolicyMessage } from "../policies/policy-message.js";
 import type { KeyRecord } from "./key-record.js";
+import { toRefillMessage } from "./refill.js";
 
 /** Maps a key record to its message (never with a token). */
 export function toApiKeyMessage(record: KeyRecord): ApiKey {
@@ -29,5 +30,7 @@ export function toApiKeyMessage(record: KeyRecord): ApiKey {
     credentialType: record.credentialType === "signing" ? CredentialType.SIGNING : CredentialType.TOKEN,
     previousStart: record.previousToken?.start ?? "",
     previousTokenExpiresOn: record.previousToken ? timestampFromDate(record.previousToken.expiresOn) : undefined,
+    remaining: record.remaining === null ? undefined : BigInt(record.remaining),
+    refill: record.refill === null ? undefined : toRefillMessage(record.refill),
   });
 }

@@ -1,4 +1,5 @@
 import type { CredentialTypeName } from "../db/schema.js";
+import type { Refill } from "./refill.js";
 
 /** A key's limit: at most `requests` per `periodMs`. */
 export interface RateLimit {
@@ -22,6 +23,9 @@ export interface KeyRecord {
   allowedCidrs: string[];
   environment: Record<string, string | number | boolean>;
   rateLimit: RateLimit | null;
+  /** Credits left when the record was read (null: unlimited); the spend itself always goes to the database. */
+  remaining: number | null;
+  refill: Refill | null;
   /** "signing" keys authenticate with HS256 JWTs instead of a bearer token. */
   credentialType: CredentialTypeName;
   /** The token a rotation replaced, while its grace period lasts. */

@@ -2,6 +2,7 @@ import { type Kysely, type RawBuilder, type SqlBool, type Transaction, sql } fro
 import type { ApiKeyRow, ApiKeyUpdate, Database, NewApiKey } from "../db/schema.js";
 import type { PreparedQuery } from "../db/database.js";
 import type { KeyRecord } from "./key-record.js";
+import { refillFromRow } from "./refill.js";
 import { type Cursor, type Ordering, afterCursor, orderByClause, sortKeySelection } from "../listing/list-query.js";
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -31,6 +32,12 @@ function selectKeyRecords(db: Db, options: { permissions: boolean } = { permissi
       "k.rate_limit_requests",
       "k.rate_limit_period_ms",
       "k.credential_type",
+      "k.remaining",
+      "k.refill_amount",
+      "k.refill_interval",
+      "k.refill_period_ms",
+      "k.refill_day",
+      "k.refill_anchor",
       "c.id as consumer_id",
       "c.username as consumer_username",
       "p.id as policy_id",
@@ -70,6 +77,8 @@ function toKeyRecord(row: KeyRecordRow): KeyRecord {
         ? { requests: row.rate_limit_requests, periodMs: row.rate_limit_period_ms }
         : null,
     credentialType: row.credential_type,
+    remaining: row.remaining === null ? null : Number(row.remaining),
+    refill: refillFromRow(row),
     previousToken:
       row.previous_start !== null && row.previous_token_expires_on !== null
         ? { start: row.previous_start, expiresOn: row.previous_token_expires_on }

@@ -3,11 +3,11 @@ import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Kysely } from "kysely";
 import { type Authority, actorKeyId, requireInScope, scopeOf } from "../auth/authority.js";
 import { requireConsumerRef, requireGrantedPolicy } from "../consumers/consumer.service.js";
-import type { ApiKeyUpdate, Database } from "../db/schema.js";
+import type { ApiKeyRow, ApiKeyUpdate, Database } from "../db/schema.js";
 import type { Writer } from "../db/write.js";
 import { ApiError, failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import type { AdminUpdateApiKeyRequest } from "../gen/apikeys/v1/admin_pb.js";
-import { type ApiKey, CredentialType, type RateLimit } from "../gen/apikeys/v1/resources_pb.js";
+import { type ApiKey, CredentialType, type RateLimit, type Refill as RefillMessage } from "../gen/apikeys/v1/resources_pb.js";
 import { type SecretBox, generateSigningSecret } from "../jwt/secret-box.js";
 import { insertSigningSecret } from "../jwt/signing-secret.repository.js";
 import { lockPolicy } from "../policies/policy.repository.js";
@@ -18,6 +18,7 @@ import { toApiKeyMessage } from "./key-message.js";
 import type { KeyRecord } from "./key-record.js";
 import { ANY_ORIGIN, requireCidrs, requireEnvironment, requireExpiry, requireMetadata, requireRateLimit } from "./key-options.js";
 import * as repo from "./key.repository.js";
+import { type Refill, creditColumns, requireRefill, requireRemaining } from "./refill.js";
 
 /** How token hashes are made; from config. */
 export interface TokenSettings {
@@ -53,6 +54,9 @@ export interface CreateKeyInput {
   /** Id or username of the consumer holding the key; the policy must be granted to it. */
   consumer?: string;
   credentialType?: CredentialType;
+  /** Credits; unset: unlimited (or the refill amount when a refill is set). */
+  remaining?: bigint;
+  refill?: RefillMessage;
 }
 
 function rateLimitColumns(limit: { requests: number; periodMs: number } | null) {
@@ -91,6 +95,8 @@ export async function createKey(
   const allowedCidrs = req.allowedCidrs === undefined || req.allowedCidrs.length === 0 ? [...ANY_ORIGIN] : requireCidrs(req.allowedCidrs);
   const environment = requireEnvironment(req.environment);
   const rateLimit = requireRateLimit(req.rateLimit);
+  const now = Date.now();
+  const credits = creditColumns(requireRemaining(req.remaining) ?? null, requireRefill(req.refill, now), now);
   const consumerRef = req.consumer ? requireConsumerRef("consumer", req.consumer) : scopeOf(authority)?.id;
   if (consumerRef !== undefined) requireOwnConsumer(authority, consumerRef);
   const credentialType = req.credentialType ?? CredentialType.UNSPECIFIED;
@@ -131,6 +137,7 @@ export async function createKey(
     allowed_cidrs: allowedCidrs,
     environment: JSON.stringify(environment),
     ...rateLimitColumns(rateLimit),
+    ...credits,
   });
   // A reused id may still have verdicts cached somewhere from its previous life.
   if (previousId !== undefined) await w.invalidate({ kind: "key", id });
@@ -151,6 +158,8 @@ const UPDATABLE = [
   "environment",
   "rate_limit",
   "consumer",
+  "remaining",
+  "refill",
 ] as const;
 
 function presentFields(req: AdminUpdateApiKeyRequest): (typeof UPDATABLE)[number][] {
@@ -165,6 +174,8 @@ function presentFields(req: AdminUpdateApiKeyRequest): (typeof UPDATABLE)[number
     environment: req.environment !== undefined,
     rate_limit: req.rateLimit !== undefined,
     consumer: req.consumer !== undefined,
+    remaining: req.remaining !== undefined,
+    refill: req.refill !== undefined,
   };
   return UPDATABLE.filter((field) => set[field]);
 }
@@ -188,6 +199,8 @@ export async function updateKey(w: Writer, authority: Authority, req: AdminUpdat
   if (fields.has("allowed_cidrs")) changes.allowed_cidrs = requireCidrs(req.allowedCidrs);
   if (fields.has("environment")) changes.environment = JSON.stringify(requireEnvironment(req.environment));
   if (fields.has("rate_limit")) Object.assign(changes, rateLimitColumns(requireRateLimit(req.rateLimit)));
+  const remaining = fields.has("remaining") ? (requireRemaining(req.remaining) ?? null) : undefined;
+  const refill = fields.has("refill") ? requireRefill(req.refill, Date.now()) : undefined;
   const policyId = fields.has("policy_id") ? requireUuid("policy_id", req.policyId ?? "") : undefined;
   if (policyId !== undefined) changes.policy_id = policyId;
   const consumer = fields.has("consumer") ? req.consumer || "" : undefined;
@@ -210,10 +223,26 @@ export async function updateKey(w: Writer, authority: Authority, req: AdminUpdat
   } else if (consumer === "") {
     changes.consumer_id = null;
   }
+  if (remaining !== undefined || refill !== undefined) Object.assign(changes, updatedCredits(key, remaining, refill));
   await repo.updateKey(tx, id, changes);
   await w.invalidate({ kind: "key", id });
   w.wrote(id);
   return toApiKeyMessage(await mustFind(tx, id));
+}
+
+/**
+ * The credit columns after an update naming `remaining` and/or `refill`
+ * (undefined: not named). Unlimited (remaining null) drops the refill; a refill
+ * kept with new credits keeps its last boundary.
+ */
+function updatedCredits(key: ApiKeyRow, remaining: number | null | undefined, refill: Refill | null | undefined) {
+  const now = Date.now();
+  if (remaining === null) return creditColumns(null, null, now);
+  if (refill !== undefined) {
+    const current = remaining ?? (key.remaining === null ? null : Number(key.remaining));
+    return creditColumns(current, refill, now);
+  }
+  return { remaining };
 }
 
 /**

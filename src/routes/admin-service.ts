@@ -11,6 +11,7 @@ import * as keys from "../keys/key.service.js";
 import { listPermissions } from "../permissions/permission.repository.js";
 import { toPermissionMessage } from "../permissions/permission.service.js";
 import * as policies from "../policies/policy.service.js";
+import { getKeyUsage } from "../usage/usage.service.js";
 
 /**
  * The admin-plane RPCs: each maps its request to a domain call and the result to
@@ -28,6 +29,9 @@ export function adminService(ctx: AppContext): ServiceImpl<typeof ApiKeysAdminSe
     },
     async adminGetApiKey(req, call) {
       return { apiKey: await keyReads.getKey(ctx.db, authorityOf(call.values), req.id) };
+    },
+    async adminGetApiKeyUsage(req, call) {
+      return getKeyUsage(ctx.db, authorityOf(call.values), req, Date.now());
     },
     async adminCreateApiKey(req, call) {
       return write(ctx, call, (w) => keys.createKey(w, tokens, authorityOf(call.values), req));

@@ -25,6 +25,7 @@ import { recordChange } from "../audit/audit-call.js";
 import { requirePermissionNames } from "../permissions/permission-name.js";
 import { registerPermissions, toPermissionMessage } from "../permissions/permission.service.js";
 import type { KeyRecord } from "../keys/key-record.js";
+import { requireCost } from "../keys/refill.js";
 
 /** Idle streams carry a heartbeat this often, so clients notice a dead connection. */
 const WATCH_HEARTBEAT_MS = 15_000;
@@ -52,7 +53,8 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
       if (ctx.verifier.verifyGuesses.retryAfterMs(guesser) > 0) {
         return { valid: false, code: VerifyCode.RATE_LIMITED, permissions: [], missing: [], cacheTtl: durationFromMs(0) };
       }
-      const verdict = await ctx.verifier.verify(req.token, allOf, anyOf, req.clientIp);
+      const cost = requireCost(req.cost);
+      const verdict = await ctx.verifier.verify(req.token, allOf, anyOf, req.clientIp, cost);
       if (isGuess(verdict.code)) ctx.verifier.verifyGuesses.recordFailure(guesser);
       return {
         valid: verdict.code === VerifyCode.VALID,
@@ -62,6 +64,7 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
         missing: verdict.missing,
         cacheTtl: verdictTtl,
         environment: verdict.key?.environment,
+        remaining: verdict.remaining === undefined ? undefined : BigInt(verdict.remaining),
       };
     },
 
@@ -138,7 +141,9 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
           ? `${ctx.verifier.cache.size} entries, invalidations live`
           : "invalidation listener down: verifying without cache",
       });
-      return { healthy: database.healthy && cache.healthy, components: [database, cache] };
+      const limits = ctx.verifier.rateLimitHealth();
+      const rateLimits = create(ComponentHealthSchema, { name: "rate_limits", ...limits });
+      return { healthy: database.healthy && cache.healthy && rateLimits.healthy, components: [database, cache, rateLimits] };
     },
   };
 }
@@ -149,7 +154,8 @@ async function requireStillAuthorized(ctx: AppContext, header: Headers, method: 
   if (token === undefined) throw new ConnectError("missing API key", Code.Unauthenticated);
   const requirement = methodRequirement(method);
   const [allOf, anyOf] = requirement.kind === "permissions" ? [requirement.allOf, requirement.anyOf] : [[], []];
-  const verdict = await ctx.verifier.verify(token, allOf, anyOf, peer);
+  // Re-checking an open stream spends no credits (but needs one left).
+  const verdict = await ctx.verifier.verify(token, allOf, anyOf, peer, 0);
   if (verdict.code === VerifyCode.VALID) return;
   if (verdict.code === VerifyCode.INSUFFICIENT_PERMISSIONS) {
     throw new ConnectError(`API key lacks permission ${verdict.missing.join(", ")}`, Code.PermissionDenied);

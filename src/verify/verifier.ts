@@ -10,7 +10,10 @@ import type { TokenSettings } from "../keys/key.service.js";
 import { hashToken, parseToken } from "../tokens/token.js";
 import { FailureThrottle } from "../auth/failure-throttle.js";
 import { type SigningSettings, SignedCredentialVerifier, looksLikeJwt } from "./signed-credential-verifier.js";
+import { UsageRecorder } from "../usage/usage-recorder.js";
+import { spendCredits } from "./credits.js";
 import { RateLimiter } from "./rate-limiter.js";
+import type { RedisRateLimiter } from "./redis-rate-limiter.js";
 import type { KeyRecord } from "../keys/key-record.js";
 import { type CachedKey, VerdictCache } from "./verdict-cache.js";
 
@@ -20,6 +23,8 @@ export interface Verdict {
   /** Set whenever the token identifies a key, even when refused. */
   key?: KeyRecord;
   missing: string[];
+  /** For a key with credits that got as far as spending them: how many are left. */
+  remaining?: number;
 }
 
 export interface VerifierOptions {
@@ -41,6 +46,10 @@ export interface VerifierOptions {
   signing?: SigningSettings;
   /** Runs the token lookup as a prepared statement (Postgres). */
   prepared?: PreparedQuery;
+  /** Fleet-wide rate limits (REDIS_URL); unset: per-instance buckets. */
+  globalRateLimiter?: RedisRateLimiter;
+  /** The clock of expiry, refill boundaries and usage hours (default Date.now); tests move it. */
+  now?: () => number;
 }
 
 /**
@@ -54,6 +63,8 @@ export class Verifier {
   readonly failures: FailureThrottle;
   /** Guessed tokens VerifyToken was asked about, per calling key and `client_ip` it named. */
   readonly verifyGuesses: FailureThrottle;
+  /** Verification outcomes per key per hour, flushed with the last-used times. */
+  readonly usage: UsageRecorder;
   /** Number of database lookups made; malformed tokens never add to it. */
   dbLookups = 0;
   private listening = false;
@@ -73,11 +84,13 @@ export class Verifier {
     const throttling = { limit: options.authFailureLimit ?? 0, windowMs: options.authFailureWindowMs ?? 60_000 };
     this.failures = new FailureThrottle(throttling);
     this.verifyGuesses = new FailureThrottle(throttling);
+    this.usage = new UsageRecorder(db, logger);
     this.flushTimer = setInterval(() => {
       this.rateLimiter.sweep();
       this.failures.sweep();
       this.verifyGuesses.sweep();
       void this.flushLastUsed();
+      void this.usage.flush();
     }, options.lastUsedFlushMs ?? 5_000);
     this.flushTimer.unref();
     this.signed =
@@ -143,19 +156,32 @@ export class Verifier {
    * Checks a token for a request from `clientIp` ("" when unknown) needing a
    * permission requirement; a refusal is a verdict, not an error. Checks run
    * in this order: found, enabled, not expired, address allowed, within the
-   * rate limit (every attempt that gets this far counts), permissions.
+   * rate limit (every attempt that gets this far counts), permissions, then
+   * credits: a key with credits spends `cost` of them (0: none, but one must
+   * be left) only when everything else passed. Every outcome of a known key is
+   * counted in the usage analytics.
    */
-  async verify(token: string, allOf: readonly string[], anyOf: readonly string[], clientIp = ""): Promise<Verdict> {
+  async verify(token: string, allOf: readonly string[], anyOf: readonly string[], clientIp = "", cost = 1): Promise<Verdict> {
+    const verdict = await this.decide(token, allOf, anyOf, clientIp, cost);
+    if (verdict.key !== undefined) this.usage.record(verdict.key.id, verdict.code, this.now());
+    return verdict;
+  }
+
+  private now(): number {
+    return (this.options.now ?? Date.now)();
+  }
+
+  private async decide(token: string, allOf: readonly string[], anyOf: readonly string[], clientIp: string, cost: number): Promise<Verdict> {
     // A signing key's holder presents an HS256 JWT; its key then faces the same checks as any other.
     const found = this.signed !== undefined && looksLikeJwt(token) ? await this.signed.resolve(token) : await this.lookup(token);
     if (found === undefined) return { code: VerifyCode.NOT_FOUND, missing: [] };
     if (typeof found === "number") return { code: found, missing: [] };
     const key = found.record;
     if (!key.enabled) return { code: VerifyCode.DISABLED, key, missing: [] };
-    const now = Date.now();
+    const now = this.now();
     if (key.expiresOn !== null && key.expiresOn.getTime() <= now) return { code: VerifyCode.EXPIRED, key, missing: [] };
     if (!found.origins.allows(clientIp)) return { code: VerifyCode.IP_NOT_ALLOWED, key, missing: [] };
-    if (key.rateLimit !== null && !this.rateLimiter.take(key.id, key.rateLimit)) {
+    if (key.rateLimit !== null && !(await this.takeRateLimit(key.id, key.rateLimit))) {
       return { code: VerifyCode.RATE_LIMITED, key, missing: [] };
     }
     const missing = allOf.filter((p) => !found.permissionSet.has(p));
@@ -163,8 +189,37 @@ export class Verifier {
       missing.push(...anyOf.filter((p) => !missing.includes(p)));
     }
     if (missing.length > 0) return { code: VerifyCode.INSUFFICIENT_PERMISSIONS, key, missing };
+    let remaining: number | undefined;
+    // Credits are spent in the database on every call, whatever is cached: instances share one count.
+    if (key.remaining !== null) {
+      let spend;
+      try {
+        spend = await spendCredits(this.db, key.id, cost, key.refill, now);
+      } catch (err) {
+        throw databaseError(err) ?? err;
+      }
+      if (spend.kind === "exceeded") {
+        return { code: VerifyCode.USAGE_EXCEEDED, key: { ...key, remaining: spend.remaining }, missing, remaining: spend.remaining };
+      }
+      if (spend.kind === "spent") remaining = spend.remaining;
+    }
     this.lastUsed.set(key.id, new Date(now));
+    // The record answers with the count just spent, not the one it was cached with.
+    if (remaining !== undefined) return { code: VerifyCode.VALID, key: { ...key, remaining }, missing, remaining };
     return { code: VerifyCode.VALID, key, missing };
+  }
+
+  /** Whether the key is within its rate limit: fleet-wide on Redis when configured (which may throw unavailable), else this instance's bucket. */
+  private takeRateLimit(keyId: string, limit: NonNullable<KeyRecord["rateLimit"]>): boolean | Promise<boolean> {
+    const global = this.options.globalRateLimiter;
+    return global === undefined ? this.rateLimiter.take(keyId, limit) : global.take(keyId, limit);
+  }
+
+  /** Which rate-limit mode is active, and whether it works: for GetServiceHealth. */
+  rateLimitHealth(): { healthy: boolean; message: string } {
+    const global = this.options.globalRateLimiter;
+    if (global === undefined) return { healthy: true, message: "per instance (in memory): set REDIS_URL for fleet-wide limits" };
+    return { healthy: global.ready, message: global.describe() };
   }
 
   /** Writes batched last-used times in one statement. */
@@ -182,5 +237,7 @@ export class Verifier {
   async close(): Promise<void> {
     clearInterval(this.flushTimer);
     await this.flushLastUsed();
+    await this.usage.flush();
+    await this.options.globalRateLimiter?.close();
   }
 }

@@ -7,10 +7,12 @@ import {
   AdminCreateApiKeyRequestSchema,
   AdminGetApiKeyPoliciesRequestSchema,
   AdminGetApiKeyRequestSchema,
+  AdminGetApiKeyUsageRequestSchema,
   AdminUpdateApiKeyRequestSchema,
   ApiKeysAdminService,
+  type UsageGranularity,
 } from "../../src/gen/apikeys/v1/admin_pb.js";
-import { ApiKeysService, VerifyCode } from "../../src/gen/apikeys/v1/api_keys_pb.js";
+import { ApiKeysService, VerifyCode, VerifyTokenRequestSchema } from "../../src/gen/apikeys/v1/api_keys_pb.js";
 import type { CredentialType } from "../../src/gen/apikeys/v1/resources_pb.js";
 import { generateToken } from "../../src/tokens/token.js";
 import { clientsFor, startTestServer, type TestServer } from "../helpers/server.js";
@@ -244,6 +246,94 @@ const CASES: Case[] = [
         rest: { httpMethod: "POST", path: "/api/v1/api_keys", body },
       };
     },
+  },
+  {
+    name: "VerifyToken with a negative cost",
+    code: Code.InvalidArgument,
+    reason: "INVALID_FIELD",
+    refusedBy: "service",
+    caller: "fresh",
+    request: (f) => {
+      const body = JSON.stringify({ token: f.target.token, cost: "-1" });
+      return {
+        method: ApiKeysService.method.verifyToken,
+        json: body,
+        binary: bin(VerifyTokenRequestSchema, { token: f.target.token, cost: -1n }),
+        rest: { httpMethod: "POST", path: "/api/v1/api_keys/verify", body },
+      };
+    },
+    metadata: () => ({ field: "cost" }),
+  },
+  {
+    name: "AdminCreateApiKey with a refill of both interval and period",
+    code: Code.InvalidArgument,
+    reason: "INVALID_FIELD",
+    refusedBy: "service",
+    caller: "fresh",
+    request: (f) => {
+      const refill = { amount: "5", interval: "REFILL_INTERVAL_DAILY", period: "3600s" };
+      const body = JSON.stringify({ name: f.unique, policyId: verifyPolicyId, refill });
+      return {
+        method: createKey,
+        json: body,
+        binary: bin(AdminCreateApiKeyRequestSchema, { name: f.unique, policyId: verifyPolicyId, refill: { amount: 5n, interval: 1, period: { seconds: 3600n } } }),
+        rest: { httpMethod: "POST", path: "/api/v1/api_keys", body },
+      };
+    },
+    metadata: () => ({ field: "refill" }),
+  },
+  {
+    name: "AdminUpdateApiKey with negative remaining",
+    code: Code.InvalidArgument,
+    reason: "INVALID_FIELD",
+    refusedBy: "service",
+    caller: "fresh",
+    request: (f) => {
+      const fields = { updateMask: "remaining", remaining: "-5" };
+      return {
+        method: updateKey,
+        json: JSON.stringify({ id: f.target.id, ...fields }),
+        binary: bin(AdminUpdateApiKeyRequestSchema, { id: f.target.id, updateMask: { paths: ["remaining"] }, remaining: -5n }),
+        rest: { httpMethod: "PATCH", path: `/api/v1/api_keys/${f.target.id}`, body: JSON.stringify(fields) },
+      };
+    },
+    metadata: () => ({ field: "remaining" }),
+  },
+  {
+    name: "AdminGetApiKeyUsage with start_time after end_time",
+    code: Code.InvalidArgument,
+    reason: "INVALID_FIELD",
+    refusedBy: "service",
+    caller: "fresh",
+    request: (f) => ({
+      method: ApiKeysAdminService.method.adminGetApiKeyUsage,
+      json: JSON.stringify({ id: f.target.id, startTime: "2026-06-02T00:00:00Z", endTime: "2026-06-01T00:00:00Z" }),
+      binary: bin(AdminGetApiKeyUsageRequestSchema, { id: f.target.id, startTime: { seconds: 1_780_358_400n }, endTime: { seconds: 1_780_272_000n } }),
+      rest: { httpMethod: "GET", path: `/api/v1/api_keys/${f.target.id}/usage?startTime=2026-06-02T00:00:00Z&endTime=2026-06-01T00:00:00Z` },
+    }),
+    metadata: () => ({ field: "start_time" }),
+  },
+  {
+    name: "AdminGetApiKeyUsage with granularity BOGUS",
+    code: Code.InvalidArgument,
+    reason: "UNKNOWN_ENUM_VALUE",
+    refusedBy: "codec",
+    caller: "fresh",
+    request: (f) => ({
+      method: ApiKeysAdminService.method.adminGetApiKeyUsage,
+      json: JSON.stringify({ id: f.target.id, granularity: "BOGUS" }),
+      rest: { httpMethod: "GET", path: `/api/v1/api_keys/${f.target.id}/usage?granularity=BOGUS` },
+    }),
+    metadata: () => ({ enum: "apikeys.v1.UsageGranularity", value: "BOGUS" }),
+  },
+  {
+    name: "AdminGetApiKeyUsage with an unknown granularity number (binary)",
+    code: Code.InvalidArgument,
+    reason: "UNKNOWN_ENUM_VALUE",
+    refusedBy: "service",
+    caller: "fresh",
+    request: (f) => ({ method: ApiKeysAdminService.method.adminGetApiKeyUsage, binary: bin(AdminGetApiKeyUsageRequestSchema, { id: f.target.id, granularity: 99 as UsageGranularity }) }),
+    metadata: () => ({ enum: "apikeys.v1.UsageGranularity", value: "99" }),
   },
   { name: "no API key", code: Code.Unauthenticated, reason: "API_KEY_MISSING", refusedBy: "service", caller: "none", request: listPoliciesRequest },
   { name: "unknown API key", code: Code.Unauthenticated, reason: "API_KEY_INVALID", refusedBy: "service", caller: "unknown", request: listPoliciesRequest },

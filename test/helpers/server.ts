@@ -4,7 +4,7 @@ import { type Config, readConfig } from "../../src/config.js";
 import { ApiKeysAdminService } from "../../src/gen/apikeys/v1/admin_pb.js";
 import { ApiKeysService } from "../../src/gen/apikeys/v1/api_keys_pb.js";
 import { createLogger } from "../../src/logger.js";
-import { type Server, startServer } from "../../src/server.js";
+import { type Server, type ServerHooks, startServer } from "../../src/server.js";
 import { generateToken } from "../../src/tokens/token.js";
 import { createTestDatabase, type TestDatabase } from "./database.js";
 
@@ -19,7 +19,7 @@ export interface TestServer {
 }
 
 /** Starts the service in-process on port 0 against an isolated database. */
-export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
+export async function startTestServer(env: Record<string, string> = {}, hooks: ServerHooks = {}): Promise<TestServer> {
   const database = await createTestDatabase();
   const adminToken = generateToken("ak");
   const config: Config = readConfig({
@@ -32,7 +32,7 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     DATABASE_POOL_SIZE: "5",
     ...env,
   });
-  const server = await startServer(config, createLogger(config.logLevel));
+  const server = await startServer(config, createLogger(config.logLevel), hooks);
   const baseUrl = `http://127.0.0.1:${server.port}`;
   return {
     server,
@@ -45,6 +45,25 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
       await database.drop();
     },
   };
+}
+
+/**
+ * Another instance on the first one's Postgres database, as a fleet runs
+ * (PGlite has one process per database: callers skip there). Stopping it
+ * leaves the database to the first.
+ */
+export async function startPeerServer(first: TestServer, env: Record<string, string> = {}, hooks: ServerHooks = {}): Promise<{ server: Server; baseUrl: string; stop(): Promise<void> }> {
+  if (first.database.url === undefined) throw new Error("a peer instance needs Postgres (DATABASE_URL)");
+  const config: Config = readConfig({
+    PORT: "0",
+    HOST: "127.0.0.1",
+    DATABASE_URL: first.database.url,
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "silent",
+    DATABASE_POOL_SIZE: "5",
+    ...env,
+  });
+  const server = await startServer(config, createLogger(config.logLevel), hooks);
+  return { server, baseUrl: `http://127.0.0.1:${server.port}`, stop: () => server.stop() };
 }
 
 /** The wire protocols every RPC test runs over. */

@@ -10,6 +10,7 @@ import { ANY_ORIGIN, CidrField, cidrText, invalidCidrs, parseCidrs } from "./Cid
 import { copyText, Dialog, Empty, ErrorMessage, Loading, Toast, TokenDialog } from "./components.js";
 import { formatTime, fromLocalInput, isoTime, plural, relativeTime, toLocalInput } from "./format.js";
 import { useAllConsumers } from "./queries.js";
+import { creditsText, UsageChart } from "./UsageChart.js";
 import { useInvalidate, useOffline, useSelf } from "./session.js";
 
 const admin = ApiKeysAdminService.method;
@@ -506,7 +507,11 @@ function KeyDetails(props: { apiKey: ApiKey; mine: boolean; writeBlocked: string
         <dd>{k.lastUsedOn === undefined ? "Never" : `${relativeTime(k.lastUsedOn)} (${formatTime(k.lastUsedOn)})`}</dd>
         <dt>Expires</dt>
         <dd>{k.expiresOn === undefined ? "Never" : `${relativeTime(k.expiresOn)} (${formatTime(k.expiresOn)})`}</dd>
+        <dt>Credits</dt>
+        <dd>{creditsText(k)}</dd>
       </dl>
+      <h3>Usage</h3>
+      <UsageChart keyId={k.id} />
       <h3>Recent changes</h3>
       {history.isPending && <Loading what="history" />}
       <ErrorMessage error={history.error} />

@@ -14,6 +14,7 @@ export const REFUSALS: Readonly<Partial<Record<number, string>>> = {
   [VerifyCode.EXPIRED]: "API key has expired",
   [VerifyCode.IP_NOT_ALLOWED]: "API key may not be used from this address",
   [VerifyCode.RATE_LIMITED]: "API key is over its rate limit",
+  [VerifyCode.USAGE_EXCEEDED]: "API key has no credits left",
 };
 
 /** The refusal told to a caller whose key lacks `missing` (non-empty). */

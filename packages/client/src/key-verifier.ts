@@ -125,12 +125,14 @@ export class KeyVerifier {
   private ttl(verdict: TokenVerdict, response: VerifyTokenResponse): number {
     if (!verdict.valid) {
       // Rate limits and addresses are judged per call; everything else stays refused until an event says otherwise.
-      const perCall = verdict.code === VerifyCode.RATE_LIMITED || verdict.code === VerifyCode.UNSPECIFIED;
+      // Credits too: a top-up or a refill makes the key good again with no event.
+      const perCall =
+        verdict.code === VerifyCode.RATE_LIMITED || verdict.code === VerifyCode.USAGE_EXCEEDED || verdict.code === VerifyCode.UNSPECIFIED;
       return perCall ? 0 : this.negativeTtlMs;
     }
     const key = verdict.key.apiKey;
-    // Every call of a rate-limited key must count against its limit.
-    if ((key.rateLimit?.requests ?? 0) > 0) return 0;
+    // Every call of a rate-limited key must count against its limit, and of a key with credits spend them.
+    if ((key.rateLimit?.requests ?? 0) > 0 || key.remaining !== undefined || response.remaining !== undefined) return 0;
     let ttl = this.maxAgeMs;
     if (!this.connected) {
       const serverTtl = response.cacheTtl === undefined ? this.disconnectedTtlMs : durationMs(response.cacheTtl);

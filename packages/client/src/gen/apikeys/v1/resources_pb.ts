@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file apikeys/v1/resources.proto.
  */
 export const file_apikeys_v1_resources: GenFile = /*@__PURE__*/
-  fileDesc("ChphcGlrZXlzL3YxL3Jlc291cmNlcy5wcm90bxIKYXBpa2V5cy52MSLoBQoGQXBpS2V5EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSKAoGcG9saWN5GAMgASgLMhguYXBpa2V5cy52MS5BcGlLZXlQb2xpY3kSDwoHZW5hYmxlZBgEIAEoCBINCgVzdGFydBgFIAEoCRIuCgpjcmVhdGVkX29uGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX29uGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxsYXN0X3VzZWRfb24YCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNyZWF0ZWRfYnkYCSABKAkSEwoLZGVzY3JpcHRpb24YCiABKAkSMgoIbWV0YWRhdGEYCyADKAsyIC5hcGlrZXlzLnYxLkFwaUtleS5NZXRhZGF0YUVudHJ5Ei4KCmV4cGlyZXNfb24YDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWFsbG93ZWRfY2lkcnMYDSADKAkSLAoLZW52aXJvbm1lbnQYDiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EikKCnJhdGVfbGltaXQYDyABKAsyFS5hcGlrZXlzLnYxLlJhdGVMaW1pdBITCgtjb25zdW1lcl9pZBgUIAEoCRIZChFjb25zdW1lcl91c2VybmFtZRgVIAEoCRIzCg9jcmVkZW50aWFsX3R5cGUYFiABKA4yGi5hcGlrZXlzLnYxLkNyZWRlbnRpYWxUeXBlEhYKDnByZXZpb3VzX3N0YXJ0GBcgASgJEj0KGXByZXZpb3VzX3Rva2VuX2V4cGlyZXNfb24YGCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJICglSYXRlTGltaXQSEAoIcmVxdWVzdHMYASABKAUSKQoGcGVyaW9kGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIsYBCgxBcGlLZXlQb2xpY3kSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRITCgtwZXJtaXNzaW9ucxgEIAMoCRIuCgpjcmVhdGVkX29uGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX29uGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpjcmVhdGVkX2J5GAcgASgJIlQKClBlcm1pc3Npb24SDAoEbmFtZRgBIAEoCRIPCgdzZXJ2aWNlGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEhIKCmRlcHJlY2F0ZWQYBCABKAgqaQoOQ3JlZGVudGlhbFR5cGUSHwobQ1JFREVOVElBTF9UWVBFX1VOU1BFQ0lGSUVEEAASGQoVQ1JFREVOVElBTF9UWVBFX1RPS0VOEAESGwoXQ1JFREVOVElBTF9UWVBFX1NJR05JTkcQAkJWCg1pby5hcGlrZXlzLnYxUAFaNmdpdGh1Yi5jb20vYXBpa2V5cy9hcGlrZXlzL2dlbi9nby9hcGlrZXlzL3YxO2FwaWtleXN2MaoCCkFwaWtleXMuVjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChphcGlrZXlzL3YxL3Jlc291cmNlcy5wcm90bxIKYXBpa2V5cy52MSKyBgoGQXBpS2V5EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSKAoGcG9saWN5GAMgASgLMhguYXBpa2V5cy52MS5BcGlLZXlQb2xpY3kSDwoHZW5hYmxlZBgEIAEoCBINCgVzdGFydBgFIAEoCRIuCgpjcmVhdGVkX29uGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX29uGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxsYXN0X3VzZWRfb24YCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNyZWF0ZWRfYnkYCSABKAkSEwoLZGVzY3JpcHRpb24YCiABKAkSMgoIbWV0YWRhdGEYCyADKAsyIC5hcGlrZXlzLnYxLkFwaUtleS5NZXRhZGF0YUVudHJ5Ei4KCmV4cGlyZXNfb24YDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWFsbG93ZWRfY2lkcnMYDSADKAkSLAoLZW52aXJvbm1lbnQYDiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EikKCnJhdGVfbGltaXQYDyABKAsyFS5hcGlrZXlzLnYxLlJhdGVMaW1pdBITCgtjb25zdW1lcl9pZBgUIAEoCRIZChFjb25zdW1lcl91c2VybmFtZRgVIAEoCRIzCg9jcmVkZW50aWFsX3R5cGUYFiABKA4yGi5hcGlrZXlzLnYxLkNyZWRlbnRpYWxUeXBlEhYKDnByZXZpb3VzX3N0YXJ0GBcgASgJEj0KGXByZXZpb3VzX3Rva2VuX2V4cGlyZXNfb24YGCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKCXJlbWFpbmluZxgZIAEoA0gAiAEBEiIKBnJlZmlsbBgaIAEoCzISLmFwaWtleXMudjEuUmVmaWxsGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIMCgpfcmVtYWluaW5nIqoBCgZSZWZpbGwSDgoGYW1vdW50GAEgASgDEiwKCGludGVydmFsGAIgASgOMhouYXBpa2V5cy52MS5SZWZpbGxJbnRlcnZhbBIpCgZwZXJpb2QYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SCwoDZGF5GAQgASgFEioKBmFuY2hvchgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiSAoJUmF0ZUxpbWl0EhAKCHJlcXVlc3RzGAEgASgFEikKBnBlcmlvZBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLGAQoMQXBpS2V5UG9saWN5EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSEwoLcGVybWlzc2lvbnMYBCADKAkSLgoKY3JlYXRlZF9vbhgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9vbhgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKY3JlYXRlZF9ieRgHIAEoCSJUCgpQZXJtaXNzaW9uEgwKBG5hbWUYASABKAkSDwoHc2VydmljZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRISCgpkZXByZWNhdGVkGAQgASgIKmkKDlJlZmlsbEludGVydmFsEh8KG1JFRklMTF9JTlRFUlZBTF9VTlNQRUNJRklFRBAAEhkKFVJFRklMTF9JTlRFUlZBTF9EQUlMWRABEhsKF1JFRklMTF9JTlRFUlZBTF9NT05USExZEAIqaQoOQ3JlZGVudGlhbFR5cGUSHwobQ1JFREVOVElBTF9UWVBFX1VOU1BFQ0lGSUVEEAASGQoVQ1JFREVOVElBTF9UWVBFX1RPS0VOEAESGwoXQ1JFREVOVElBTF9UWVBFX1NJR05JTkcQAkJWCg1pby5hcGlrZXlzLnYxUAFaNmdpdGh1Yi5jb20vYXBpa2V5cy9hcGlrZXlzL2dlbi9nby9hcGlrZXlzL3YxO2FwaWtleXN2MaoCCkFwaWtleXMuVjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A credential held by a service. Its token is shown once, at creation.
@@ -160,6 +160,23 @@ export type ApiKey = Message<"apikeys.v1.ApiKey"> & {
    * @generated from field: google.protobuf.Timestamp previous_token_expires_on = 24;
    */
   previousTokenExpiresOn?: Timestamp | undefined;
+
+  /**
+   * Credits (remaining uses): each successful verification spends its cost;
+   * at zero VerifyToken answers VERIFY_CODE_USAGE_EXCEEDED. Unset means
+   * unlimited. As read with the key (VerifyTokenResponse.remaining is the
+   * value after a spend).
+   *
+   * @generated from field: optional int64 remaining = 25;
+   */
+  remaining?: bigint | undefined;
+
+  /**
+   * When credits are set back to a fixed amount; unset means never.
+   *
+   * @generated from field: apikeys.v1.Refill refill = 26;
+   */
+  refill?: Refill | undefined;
 };
 
 /**
@@ -168,6 +185,59 @@ export type ApiKey = Message<"apikeys.v1.ApiKey"> & {
  */
 export const ApiKeySchema: GenMessage<ApiKey> = /*@__PURE__*/
   messageDesc(file_apikeys_v1_resources, 0);
+
+/**
+ * Sets a key's credits back to `amount` at every refill boundary: the amount
+ * replaces what was left (it does not add to it). Exactly one of `interval` and
+ * `period` is set.
+ *
+ * @generated from message apikeys.v1.Refill
+ */
+export type Refill = Message<"apikeys.v1.Refill"> & {
+  /**
+   * What `remaining` is set to at each boundary: 1 to 1,000,000,000,000.
+   *
+   * @generated from field: int64 amount = 1;
+   */
+  amount: bigint;
+
+  /**
+   * Calendar refills at 00:00 UTC.
+   *
+   * @generated from field: apikeys.v1.RefillInterval interval = 2;
+   */
+  interval: RefillInterval;
+
+  /**
+   * Or a fixed period, 1 minute to 366 days, counted from `anchor`.
+   *
+   * @generated from field: google.protobuf.Duration period = 3;
+   */
+  period?: Duration | undefined;
+
+  /**
+   * For REFILL_INTERVAL_MONTHLY: the day of the month (1 to 31; a month
+   * without that day refills on its last day). 0 means 1.
+   *
+   * @generated from field: int32 day = 4;
+   */
+  day: number;
+
+  /**
+   * For `period`: the first boundary; refills happen at anchor + n * period.
+   * Unset when setting the refill: now.
+   *
+   * @generated from field: google.protobuf.Timestamp anchor = 5;
+   */
+  anchor?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message apikeys.v1.Refill.
+ * Use `create(RefillSchema)` to create a new message.
+ */
+export const RefillSchema: GenMessage<Refill> = /*@__PURE__*/
+  messageDesc(file_apikeys_v1_resources, 1);
 
 /**
  * At most `requests` verifications per `period`, as a token bucket: a burst of
@@ -196,7 +266,7 @@ export type RateLimit = Message<"apikeys.v1.RateLimit"> & {
  * Use `create(RateLimitSchema)` to create a new message.
  */
 export const RateLimitSchema: GenMessage<RateLimit> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_resources, 1);
+  messageDesc(file_apikeys_v1_resources, 2);
 
 /**
  * A named set of permissions. Changing it changes every key that uses it at once.
@@ -253,7 +323,7 @@ export type ApiKeyPolicy = Message<"apikeys.v1.ApiKeyPolicy"> & {
  * Use `create(ApiKeyPolicySchema)` to create a new message.
  */
 export const ApiKeyPolicySchema: GenMessage<ApiKeyPolicy> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_resources, 2);
+  messageDesc(file_apikeys_v1_resources, 3);
 
 /**
  * A permission declared by a service.
@@ -293,7 +363,37 @@ export type Permission = Message<"apikeys.v1.Permission"> & {
  * Use `create(PermissionSchema)` to create a new message.
  */
 export const PermissionSchema: GenMessage<Permission> = /*@__PURE__*/
-  messageDesc(file_apikeys_v1_resources, 3);
+  messageDesc(file_apikeys_v1_resources, 4);
+
+/**
+ * @generated from enum apikeys.v1.RefillInterval
+ */
+export enum RefillInterval {
+  /**
+   * @generated from enum value: REFILL_INTERVAL_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Every day at 00:00 UTC.
+   *
+   * @generated from enum value: REFILL_INTERVAL_DAILY = 1;
+   */
+  DAILY = 1,
+
+  /**
+   * Every month on `day` at 00:00 UTC.
+   *
+   * @generated from enum value: REFILL_INTERVAL_MONTHLY = 2;
+   */
+  MONTHLY = 2,
+}
+
+/**
+ * Describes the enum apikeys.v1.RefillInterval.
+ */
+export const RefillIntervalSchema: GenEnum<RefillInterval> = /*@__PURE__*/
+  enumDesc(file_apikeys_v1_resources, 0);
 
 /**
  * How a key's holder proves possession.
@@ -327,5 +427,5 @@ export enum CredentialType {
  * Describes the enum apikeys.v1.CredentialType.
  */
 export const CredentialTypeSchema: GenEnum<CredentialType> = /*@__PURE__*/
-  enumDesc(file_apikeys_v1_resources, 0);
+  enumDesc(file_apikeys_v1_resources, 1);
 
