@@ -52,11 +52,16 @@ async function errorOf(p: Promise<unknown>): Promise<ConnectError> {
 }
 
 /** Makes 4 VALID, 2 INSUFFICIENT_PERMISSIONS, 1 USAGE_EXCEEDED, 3 DISABLED through `verify`. */
-async function mixedTraffic(verify: (req: { token: string; allOf?: string[] }) => Promise<unknown>, key: { id: string; token: string }) {
+async function mixedTraffic(
+  verify: (req: { token: string; allOf?: string[] }) => Promise<unknown>,
+  key: { id: string; token: string },
+  disabledEverywhere: () => Promise<void> = async () => {},
+) {
   for (let i = 0; i < 4; i++) await verify({ token: key.token, allOf: ["stats:read"] });
   for (let i = 0; i < 2; i++) await verify({ token: key.token, allOf: ["stats:write"] });
   await verify({ token: key.token });
   await admin.adminUpdateApiKey({ id: key.id, enabled: false });
+  await disabledEverywhere();
   for (let i = 0; i < 3; i++) await verify({ token: key.token });
 }
 
@@ -186,7 +191,19 @@ describe.skipIf(!usingPostgres)("two instances on one Postgres (skipped on PGlit
       const onA = clientsFor(t.baseUrl, "grpc", t.adminToken).data;
       const onB = clientsFor(peer.baseUrl, "grpc", t.adminToken).data;
       let n = 0;
-      await mixedTraffic((req) => (n++ % 2 === 0 ? onA : onB).verifyToken(req), key);
+      // The disable reaches the peer's cache by NOTIFY, a moment after commit: wait for it there
+      // (it relays the event only after evicting), or a cached "enabled" would answer in between.
+      const watching = new AbortController();
+      const events = peer.server.ctx.invalidations.subscribe(watching.signal);
+      const disabledOnPeer = async () => {
+        for (;;) {
+          const event = await events.next(5_000);
+          if (event === undefined) throw new Error("the peer never heard of the disable");
+          if (event.kind === "key" && event.id === key.id) break;
+        }
+        watching.abort();
+      };
+      await mixedTraffic((req) => (n++ % 2 === 0 ? onA : onB).verifyToken(req), key, disabledOnPeer);
       await Promise.all([t.server.ctx.verifier.usage.flush(), peer.server.ctx.verifier.usage.flush()]);
       expect((await admin.adminGetApiKeyUsage({ id: key.id })).totals).toEqual(EXPECTED);
     } finally {
