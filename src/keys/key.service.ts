@@ -3,7 +3,7 @@ import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Kysely } from "kysely";
 import { type Authority, actorKeyId, requireInScope, scopeOf } from "../auth/authority.js";
 import { requireConsumerRef, requireGrantedPolicy } from "../consumers/consumer.service.js";
-import type { ApiKeyRow, ApiKeyUpdate, Database } from "../db/schema.js";
+import type { ApiKeyUpdate, Database } from "../db/schema.js";
 import type { Writer } from "../db/write.js";
 import { ApiError, failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import type { AdminUpdateApiKeyRequest } from "../gen/apikeys/v1/admin_pb.js";
@@ -18,7 +18,7 @@ import { toApiKeyMessage } from "./key-message.js";
 import type { KeyRecord } from "./key-record.js";
 import { ANY_ORIGIN, requireCidrs, requireEnvironment, requireExpiry, requireMetadata, requireRateLimit } from "./key-options.js";
 import * as repo from "./key.repository.js";
-import { type Refill, creditColumns, requireRefill, requireRemaining } from "./refill.js";
+import { creditColumns, requireRefill, requireRemaining, updatedCreditColumns } from "./refill.js";
 
 /** How token hashes are made; from config. */
 export interface TokenSettings {
@@ -223,26 +223,11 @@ export async function updateKey(w: Writer, authority: Authority, req: AdminUpdat
   } else if (consumer === "") {
     changes.consumer_id = null;
   }
-  if (remaining !== undefined || refill !== undefined) Object.assign(changes, updatedCredits(key, remaining, refill));
+  if (remaining !== undefined || refill !== undefined) Object.assign(changes, updatedCreditColumns(key, remaining, refill, Date.now()));
   await repo.updateKey(tx, id, changes);
   await w.invalidate({ kind: "key", id });
   w.wrote(id);
   return toApiKeyMessage(await mustFind(tx, id));
-}
-
-/**
- * The credit columns after an update naming `remaining` and/or `refill`
- * (undefined: not named). Unlimited (remaining null) drops the refill; a refill
- * kept with new credits keeps its last boundary.
- */
-function updatedCredits(key: ApiKeyRow, remaining: number | null | undefined, refill: Refill | null | undefined) {
-  const now = Date.now();
-  if (remaining === null) return creditColumns(null, null, now);
-  if (refill !== undefined) {
-    const current = remaining ?? (key.remaining === null ? null : Number(key.remaining));
-    return creditColumns(current, refill, now);
-  }
-  return { remaining };
 }
 
 /**

@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs, durationMs, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { RefillIntervalName } from "../db/schema.js";
+import type { ApiKeyRow, RefillIntervalName } from "../db/schema.js";
 import { invalidArgument } from "../errors.js";
 import { type Refill as RefillMessage, RefillInterval, RefillSchema } from "../gen/apikeys/v1/resources_pb.js";
 
@@ -154,4 +154,23 @@ export function toRefillMessage(refill: Refill): RefillMessage {
     day: refill.day ?? 0,
     anchor: refill.anchor === null ? undefined : timestampFromDate(refill.anchor),
   });
+}
+
+/**
+ * The credit columns after an update naming `remaining` and/or `refill`
+ * (undefined: not named). Unlimited (remaining null) drops the refill; a refill
+ * kept with new credits keeps its last boundary.
+ */
+export function updatedCreditColumns(
+  key: Pick<ApiKeyRow, "remaining">,
+  remaining: number | null | undefined,
+  refill: Refill | null | undefined,
+  now: number,
+) {
+  if (remaining === null) return creditColumns(null, null, now);
+  if (refill !== undefined) {
+    const current = remaining ?? (key.remaining === null ? null : Number(key.remaining));
+    return creditColumns(current, refill, now);
+  }
+  return { remaining };
 }
