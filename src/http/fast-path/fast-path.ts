@@ -1,5 +1,5 @@
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
-import { Code, ConnectError, type Interceptor, type ServiceImpl, createHandlerContext, createMethodImplSpec } from "@connectrpc/connect";
+import { Code, ConnectError, type ContextValues, type Interceptor, type ServiceImpl, createContextValues, createMethodImplSpec } from "@connectrpc/connect";
 import {
   type Compression,
   compressionNegotiate,
@@ -9,7 +9,7 @@ import {
 } from "@connectrpc/connect/protocol";
 import * as connectProtocol from "@connectrpc/connect/protocol-connect";
 import * as grpcProtocol from "@connectrpc/connect/protocol-grpc";
-import { type ConnectNodeAdapterOptions, universalRequestFromNodeRequest } from "@connectrpc/connect-node";
+import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
 import type { FrontHandler } from "../connect-adapter.js";
 import { clampDeadline } from "../deadlines.js";
 import type { NodeRequest, NodeResponse } from "../handler.js";
@@ -124,24 +124,10 @@ export function fastPath(options: FastPathOptions, adapter: ConnectNodeAdapterOp
   };
 
   async function serve(req: NodeRequest, res: NodeResponse, fast: FastMethod, shape: Shape, input: unknown): Promise<void> {
-    const uReq = universalRequestFromNodeRequest(req, res, undefined, contextValues?.(req));
-    clampDeadline(uReq.header);
     const grpc = shape.protocolName === "grpc";
-    const context = createHandlerContext({
-      ...fast.spec,
-      service: fast.method.parent,
-      requestMethod: "POST",
-      protocolName: shape.protocolName,
-      timeoutMs: shape.timeoutMs,
-      shutdownSignal: undefined,
-      requestSignal: uReq.signal,
-      requestHeader: uReq.header,
-      url: uReq.url,
-      responseHeader: {
-        "content-type": grpc ? grpcProtocol.contentTypeProto : shape.format === "json" ? connectProtocol.contentTypeUnaryJson : connectProtocol.contentTypeUnaryProto,
-      },
-      responseTrailer: grpc ? { "grpc-status": grpcProtocol.grpcStatusOk } : undefined,
-      contextValues: uReq.contextValues,
+    const context = handlerContext(req, fast, shape, contextValues?.(req), {
+      "content-type": grpc ? grpcProtocol.contentTypeProto : shape.format === "json" ? connectProtocol.contentTypeUnaryJson : connectProtocol.contentTypeUnaryProto,
+      ...(grpc && { "grpc-status": grpcProtocol.grpcStatusOk }),
     });
     const responseCompression = shape.compression.response;
     if (grpc && responseCompression !== null) context.responseHeader.set("grpc-encoding", responseCompression.name);
@@ -163,7 +149,7 @@ export function fastPath(options: FastPathOptions, adapter: ConnectNodeAdapterOp
         body = connectProtocol.errorToJsonBytes(error, adapter.jsonOptions ?? {});
       }
     } finally {
-      context.abort();
+      context.abort(CALL_ENDED);
     }
     if (grpc) {
       if (body.byteLength > 0 && responseCompression !== null && body.byteLength - 5 >= limits.compressMinBytes) {
@@ -185,6 +171,68 @@ export function fastPath(options: FastPathOptions, adapter: ConnectNodeAdapterOp
     }
     res.end();
   }
+}
+
+/** The abort reason of a call that ended (connect's context aborts without one, which builds a DOMException per call). */
+const CALL_ENDED = new ConnectError("call ended", Code.Canceled);
+/** The abort reason of a call whose request closed before the call ended. */
+const REQUEST_CLOSED = new ConnectError("request closed", Code.Canceled);
+
+/**
+ * The HandlerContext connect's createHandlerContext and universalRequestFromNodeRequest
+ * build together (same fields, same header conversion, same URL, same deadline), with
+ * one AbortController where they chain three: it aborts on the deadline, when the
+ * request closes before the call ends, and when the call ends.
+ */
+function handlerContext(
+  req: NodeRequest,
+  fast: FastMethod,
+  shape: Shape,
+  contextValues: ContextValues | undefined,
+  response: { "content-type": string; "grpc-status"?: string },
+) {
+  const requestHeader = new Headers();
+  for (const [k, v] of Object.entries(req.headers)) {
+    if (k.startsWith(":") || v === undefined) continue;
+    if (typeof v === "string") requestHeader.append(k, v);
+    else for (const e of v) requestHeader.append(k, e);
+  }
+  clampDeadline(requestHeader);
+  // HTTP/2's req.socket is a Proxy whose every access costs; the session knows whether it is TLS.
+  const encrypted = "stream" in req ? req.stream.session?.encrypted === true : "encrypted" in req.socket && (req.socket as { encrypted?: boolean }).encrypted === true;
+  const authority = "authority" in req ? req.authority : req.headers.host;
+  const controller = new AbortController();
+  let deadline: NodeJS.Timeout | undefined;
+  let timeoutMs = (): number | undefined => undefined;
+  if (shape.timeoutMs !== undefined) {
+    const at = Date.now() + shape.timeoutMs;
+    timeoutMs = () => at - Date.now();
+    const expire = () => controller.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded));
+    if (shape.timeoutMs <= 0) expire();
+    else deadline = setTimeout(expire, shape.timeoutMs);
+  }
+  const onClose = () => controller.abort(REQUEST_CLOSED);
+  req.once("close", onClose);
+  const { "content-type": contentType, "grpc-status": grpcStatus } = response;
+  return {
+    ...fast.spec,
+    service: fast.method.parent,
+    requestMethod: "POST",
+    protocolName: shape.protocolName,
+    url: new URL(req.url ?? "", `${encrypted ? "https" : "http"}://${authority}`).toString(),
+    signal: controller.signal,
+    timeoutMs,
+    requestHeader,
+    responseHeader: new Headers({ "content-type": contentType }),
+    responseTrailer: new Headers(grpcStatus === undefined ? undefined : { "grpc-status": grpcStatus }),
+    values: contextValues ?? createContextValues(),
+    contextValues,
+    abort(reason: unknown) {
+      clearTimeout(deadline);
+      req.off("close", onClose);
+      controller.abort(reason);
+    },
+  };
 }
 
 /** The one message of an identity-encoded body: gRPC's single uncompressed envelope, Connect's whole body. */
