@@ -377,3 +377,35 @@ describe("fast path: APIKEYS_FAST_PATH=0", () => {
     }
   });
 });
+
+describe("fast path: pre-encoded responses follow the key", () => {
+  it("answers a change to the key or its policy at once, on every fast-path protocol", async () => {
+    const { admin } = clientsFor(t.baseUrl, "connect", t.adminToken);
+    const policy = (await admin.adminCreateApiKeyPolicy({ name: "changing", permissions: ["billing:read"] })).policy!;
+    const key = await admin.adminCreateApiKey({ name: "changing", policyId: policy.id });
+    const grpcVariant = VARIANTS[0]!;
+    const protoVariant = VARIANTS[2]!;
+    const verdict = async (v: Variant) => {
+      const c: Case = { name: "", transport: v.transport, path: VERIFY, headers: { "content-type": v.contentType, ...v.extra, authorization: `Bearer ${verifierToken}` }, body: verifyBody(v, { token: key.token, allOf: ["billing:refund"] }), fast: true };
+      const before = served();
+      const answer = await send(t.server.port, c);
+      expect(served() - before).toBe(1);
+      const bytes = Buffer.from(answer.body, "hex");
+      return fromBinary(VerifyTokenResponseSchema, v.grpc ? bytes.subarray(5) : bytes);
+    };
+    for (const v of [grpcVariant, protoVariant]) expect(await verdict(v)).toMatchObject({ code: VerifyCode.INSUFFICIENT_PERMISSIONS, missing: ["billing:refund"] });
+    // A warm entry is answered from its bytes; a policy change replaces them.
+    await admin.adminUpdateApiKeyPolicy({ id: policy.id, permissions: ["billing:read", "billing:refund"], updateMask: { paths: ["permissions"] } });
+    for (const v of [grpcVariant, protoVariant]) expect(await verdict(v)).toMatchObject({ code: VerifyCode.VALID, permissions: ["billing:read", "billing:refund"], missing: [] });
+    await admin.adminUpdateApiKey({ id: key.apiKey!.id, enabled: false, updateMask: { paths: ["enabled"] } });
+    for (const v of [grpcVariant, protoVariant]) expect(await verdict(v)).toMatchObject({ code: VerifyCode.DISABLED, valid: false, apiKey: { enabled: false } });
+    await admin.adminUpdateApiKey({ id: key.apiKey!.id, name: "renamed", enabled: true, updateMask: { paths: ["name", "enabled"] } });
+    for (const v of [grpcVariant, protoVariant]) expect(await verdict(v)).toMatchObject({ code: VerifyCode.VALID, apiKey: { name: "renamed", enabled: true } });
+    await admin.adminDeleteApiKey({ id: key.apiKey!.id });
+    for (const v of [grpcVariant, protoVariant]) {
+      const gone = await verdict(v);
+      expect(gone.code).toBe(VerifyCode.NOT_FOUND);
+      expect(gone.apiKey).toBeUndefined();
+    }
+  });
+});
