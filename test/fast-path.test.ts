@@ -219,6 +219,7 @@ function corpus(): Case[] {
       cases.push(base("gRPC +json", { ...caller, "content-type": "application/grpc+json" }, envelope(Buffer.from(`{"token":"x"}`)), false));
       cases.push(base("gRPC-Web", { ...caller, "content-type": "application/grpc-web+proto" }, envelope(good), false));
       cases.push(base("query string", caller, envelope(good), false, `${VERIFY}?x=1`));
+      cases.push(base("message over the read limit", caller, envelope(Buffer.alloc(1024 * 1024 + 1)), false));
     } else {
       const json = v.contentType === "application/json";
       verify("connect-timeout-ms 5000", { token: tokens.valid! }, { ...caller, "connect-timeout-ms": "5000" });
@@ -240,6 +241,7 @@ function corpus(): Case[] {
       cases.push(base("GET", { authorization: `Bearer ${adminToken}` }, new Uint8Array(0), false, `${TEST}?connect=v1&encoding=json&message=%7B%7D`));
       cases[cases.length - 1]!.method = "GET";
       cases.push(base("unknown content type", { ...caller, "content-type": "text/plain" }, good, false));
+      cases.push(base("body over the read limit", caller, Buffer.alloc(1024 * 1024 + 1, 0x20), false));
     }
   }
   // gRPC over HTTP/1.1 is connect's to refuse.
@@ -406,6 +408,52 @@ describe("fast path: pre-encoded responses follow the key", () => {
       const gone = await verdict(v);
       expect(gone.code).toBe(VerifyCode.NOT_FOUND);
       expect(gone.apiKey).toBeUndefined();
+    }
+  });
+});
+
+/** A throttled answer without what moves with the clock: the RetryInfo delay, the seconds in the message and Retry-After. */
+function withoutClock(answer: Answer): unknown {
+  const seconds = (text: string) => text.replace(/retry in \d+s/g, "retry in Ns");
+  const strip = ([k, v]: [string, string]): [string, string] => {
+    if (k === "retry-after") return [k, "N"];
+    if (k === "grpc-message") return [k, seconds(v)];
+    if (k === "grpc-status-details-bin") {
+      const status = fromBinary(StatusSchema, Buffer.from(v, "base64"));
+      return [k, JSON.stringify({ code: status.code, message: seconds(status.message), types: status.details.map((d) => d.typeUrl) })];
+    }
+    return [k, v];
+  };
+  let body: unknown = answer.body;
+  if (answer.body.length > 0 && answer.headers.some(([k, v]) => k.toLowerCase() === "content-type" && v === "application/json")) {
+    const json = JSON.parse(Buffer.from(answer.body, "hex").toString()) as { message: string; details: Array<{ type: string }> };
+    body = { ...json, message: seconds(json.message), details: json.details.map((d) => d.type) };
+  }
+  return { status: answer.status, headers: answer.headers.map(strip).filter(([k]) => k.toLowerCase() !== "content-length"), trailers: answer.trailers.map(strip), body };
+}
+
+describe("fast path: the failure throttle", () => {
+  it("refuses a throttled peer as the generic path does, on every fast-path protocol", async () => {
+    const limited = await startTestServer({ APIKEYS_AUTH_FAILURE_LIMIT: "2" });
+    const app = limited.server.ctx;
+    const offCtx = { ...app, limits: { ...app.limits, fastPath: false } };
+    const offLimited = await listen(planeHandler(offCtx, (r) => (dataRoutes(offCtx)(r), adminRoutes(offCtx)(r)), adminExtras(offCtx)), 0, "127.0.0.1", readConfig({}).http.limits);
+    try {
+      const garbage = { authorization: `Bearer ${generateToken("ak")}` };
+      const cases = VARIANTS.map((v): Case => ({ name: v.name, transport: v.transport, path: TEST, headers: { "content-type": v.contentType, ...v.extra, ...garbage }, body: testBody(v), fast: true }));
+      // Fail until the address is throttled.
+      for (let i = 0; i < 3; i++) await send(limited.server.port, cases[0]!);
+      for (const c of cases) {
+        const fast = await send(limited.server.port, c);
+        const generic = await send(offLimited.port, c);
+        expect(withoutClock(fast), c.name).toEqual(withoutClock(generic));
+        expect(JSON.stringify(withoutClock(fast)), c.name).toMatch(/resource_exhausted|"grpc-status","8"/);
+        expect(JSON.stringify(withoutClock(fast)), c.name).toContain("google.rpc.RetryInfo");
+      }
+    } finally {
+      for (const port of [limited.server.port, offLimited.port]) sessions.get(port)?.close();
+      await offLimited.close(0);
+      await limited.stop();
     }
   });
 });
