@@ -54,6 +54,8 @@ beforeAll(async () => {
   await admin.adminUpdateApiKey({ id: disabled.apiKey!.id, enabled: false, updateMask: { paths: ["enabled"] } });
   tokens.disabled = disabled.token;
   tokens.expired = (await admin.adminCreateApiKey({ name: "expiring", policyId: policy.id, expiresOn: { seconds: BigInt(Math.floor(Date.now() / 1000) + 2), nanos: 0 } })).token;
+  // An answer over 1 KiB, which connect compresses for a client that accepts gzip.
+  tokens.large = (await admin.adminCreateApiKey({ name: "large", policyId: policy.id, description: "d".repeat(1500) })).token;
   tokens.cidr = (await admin.adminCreateApiKey({ name: "office", policyId: policy.id, allowedCidrs: ["10.0.0.0/8"] })).token;
   tokens.limited = (await admin.adminCreateApiKey({ name: "limited", policyId: policy.id, rateLimit: { requests: 1, period: { seconds: 3600n, nanos: 0 } } })).token;
   // Use up the limited key's one request; every call below is refused alike.
@@ -180,6 +182,7 @@ function corpus(): Case[] {
     const verify = (name: string, req: MessageInitShape<typeof VerifyTokenRequestSchema>, headers: Record<string, string> = caller, fast = true) => cases.push(base(name, headers, verifyBody(v, req), fast));
     verify("valid", { token: tokens.valid!, allOf: ["billing:read"] });
     verify("valid, no requirement", { token: tokens.valid! });
+    verify("valid, an answer over 1 KiB", { token: tokens.large! });
     verify("valid, caller key as x-api-key", { token: tokens.valid! }, { "x-api-key": verifierToken });
     verify("valid, any_of", { token: tokens.valid!, anyOf: ["billing:refund", "billing:read"] });
     verify("insufficient permissions", { token: tokens.valid!, allOf: ["billing:read", "billing:refund"] });
