@@ -1,12 +1,12 @@
 // Profiles warm VerifyToken over gRPC h2c: `node --cpu-prof --cpu-prof-dir=DIR --import tsx bench/profile-warm.ts`
 // starts the real server in-process (embedded database in memory), drives it with h2load
-// for BENCH_SECONDS (default 8) and exits; open the .cpuprofile in DevTools. Not part of the service.
+// (or wrk, Connect JSON, with BENCH_PROTOCOL=json) for BENCH_SECONDS (default 8) and exits; open the .cpuprofile in DevTools. Not part of the service.
 import { execFile } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, toBinary, toJsonString } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { readConfig } from "../src/config.js";
@@ -33,11 +33,21 @@ frame.set(message, 5);
 const bodyFile = join(mkdtempSync(join(tmpdir(), "apikeys-prof-")), "body.bin");
 writeFileSync(bodyFile, frame);
 const seconds = process.env.BENCH_SECONDS ?? "8";
-const { stdout } = await promisify(execFile)("h2load", [
-  ...["-c", "16", "-m", "1", "-D", seconds, "--warm-up-time=1", "-d", bodyFile],
-  ...["-H", "content-type: application/grpc", "-H", "te: trailers", "-H", `authorization: Bearer ${verifierToken}`],
-  `${base}/apikeys.v1.ApiKeysService/VerifyToken`,
-]);
-process.stdout.write(stdout.split("\n").filter((l) => /finished in|status codes/.test(l)).join("\n") + "\n");
+const url = `${base}/apikeys.v1.ApiKeysService/VerifyToken`;
+if (process.env.BENCH_PROTOCOL === "json") {
+  // Connect JSON over HTTP/1.1 with wrk.
+  const script = join(bodyFile, "..", "post.lua");
+  const json = toJsonString(VerifyTokenRequestSchema, create(VerifyTokenRequestSchema, { token: target.token, allOf: ["bench:read"] }));
+  writeFileSync(script, [`wrk.method = "POST"`, `wrk.body = ${JSON.stringify(json)}`, `wrk.headers["content-type"] = "application/json"`, `wrk.headers["authorization"] = "Bearer ${verifierToken}"`].join("\n"));
+  const { stdout } = await promisify(execFile)("wrk", ["-t1", "-c16", `-d${seconds}s`, "--latency", "-s", script, url]);
+  process.stdout.write(stdout);
+} else {
+  const { stdout } = await promisify(execFile)("h2load", [
+    ...["-c", "16", "-m", "1", "-D", seconds, "--warm-up-time=1", "-d", bodyFile],
+    ...["-H", "content-type: application/grpc", "-H", "te: trailers", "-H", `authorization: Bearer ${verifierToken}`],
+    url,
+  ]);
+  process.stdout.write(stdout.split("\n").filter((l) => /finished in|status codes/.test(l)).join("\n") + "\n");
+}
 await server.stop();
 process.exit(0);
