@@ -35,6 +35,8 @@ describe("config", () => {
     [{ APIKEYS_HEADERS_TIMEOUT_SECONDS: "0" }, /APIKEYS_HEADERS_TIMEOUT_SECONDS must be between 1/],
     [{ APIKEYS_HEADERS_TIMEOUT_SECONDS: "30", APIKEYS_REQUEST_TIMEOUT_SECONDS: "20" }, /APIKEYS_REQUEST_TIMEOUT_SECONDS must be 0 or at least/],
     [{ APIKEYS_MAX_CONNECTIONS_PER_ADDRESS: "-1" }, /APIKEYS_MAX_CONNECTIONS_PER_ADDRESS must be a whole number/],
+    [{ APIKEYS_FAST_PATH: "yes" }, /APIKEYS_FAST_PATH must be a whole number/],
+    [{ APIKEYS_FAST_PATH: "2" }, /APIKEYS_FAST_PATH must be between 0 and 1/],
   ])("refuses %j with a clear message", (env, message) => {
     expect(() => readConfig(env)).toThrow(ConfigError);
     expect(() => readConfig(env)).toThrow(message);
@@ -43,5 +45,11 @@ describe("config", () => {
   it("accepts a well-formed bootstrap token", () => {
     const token = generateToken("ak");
     expect(readConfig({ APIKEYS_BOOTSTRAP_TOKEN: token }).tokens.bootstrapToken).toBe(token);
+  });
+
+  it("turns the fast path on by default and off with APIKEYS_FAST_PATH=0", () => {
+    expect(readConfig({}).http.fastPath).toBe(true);
+    expect(readConfig({ APIKEYS_FAST_PATH: "1" }).http.fastPath).toBe(true);
+    expect(readConfig({ APIKEYS_FAST_PATH: "0" }).http.fastPath).toBe(false);
   });
 });
