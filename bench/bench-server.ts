@@ -15,6 +15,7 @@ import { VerifyTokenRequestSchema, VerifyTokenResponseSchema, VerifyCode } from 
 import { listen } from "../src/http/listener.js";
 import { createLogger } from "../src/logger.js";
 import { requestLogInterceptor } from "../src/interceptors/request-log.js";
+import { adminExtras, adminRoutes, dataRoutes, planeHandler } from "../src/routes/planes.js";
 import { startServer } from "../src/server.js";
 import { hashToken } from "../src/tokens/token.js";
 import { type KeyRecord, VerdictCache } from "../src/verify/verdict-cache.js";
@@ -38,6 +39,14 @@ const registry = createFileRegistry(
 const BenchService = registry.getService("bench.v1.BenchService")!;
 const emptyMethod = BenchService.methods[0] as DescMethodUnary<typeof EmptySchema, typeof EmptySchema>;
 const emptyRoutes = (router: ConnectRouter) => router.rpc(emptyMethod, async () => ({}));
+// The same server's routes on the same app context with the fast path off (APIKEYS_FAST_PATH=0): the generic path, for before/after in one run.
+const genericCtx = { ...server.ctx, limits: { ...server.ctx.limits, fastPath: false } };
+const generic = await listen(
+  planeHandler(genericCtx, (r) => (dataRoutes(genericCtx)(r), adminRoutes(genericCtx)(r)), adminExtras(genericCtx)),
+  0,
+  "127.0.0.1",
+  config.http.limits,
+);
 const empty = await listen(connectNodeAdapter({ routes: emptyRoutes, interceptors: [requestLogInterceptor(logger)] }), 0, "127.0.0.1", config.http.limits);
 
 // Raw node:http2 / node:http handlers answering with fixed bytes given by the driver.
@@ -218,7 +227,7 @@ await new Promise<void>((r) => control.listen(0, "127.0.0.1", r));
 
 const port = (s: http.Server | http2.Http2Server) => (s.address() as { port: number }).port;
 process.stdout.write(
-  `${JSON.stringify({ bench: "ready", port: server.port, empty: empty.port, raw2: port(raw2), raw1: port(raw1), grpcjs: grpcPort, control: port(control) })}\n`,
+  `${JSON.stringify({ bench: "ready", port: server.port, empty: empty.port, generic: generic.port, raw2: port(raw2), raw1: port(raw1), grpcjs: grpcPort, control: port(control) })}\n`,
 );
 const stop = async () => {
   grpcServer.forceShutdown();
@@ -226,6 +235,7 @@ const stop = async () => {
   raw2.close();
   control.close();
   await empty.close(0);
+  await generic.close(0);
   await server.stop();
   process.exit(0);
 };

@@ -57,6 +57,7 @@ function ensureTools(): void {
 interface BenchServer {
   port: number;
   empty: number;
+  generic: number;
   raw2: number;
   raw1: number;
   grpcjs: number;
@@ -247,6 +248,11 @@ async function main(): Promise<void> {
     const emptyProto = h2load(`http://127.0.0.1:${a.empty}${emptyPath}`, new Uint8Array([0x78, 0x00]), protoHeaders);
     const rawProto = h2load(`http://127.0.0.1:${a.raw2}${verifyPath}`, binary, protoHeaders);
     const warmJson = wrk(base + verifyPath, json, jsonHeaders);
+    const genericBase = `http://127.0.0.1:${a.generic}`;
+    const genericGrpc = h2load(genericBase + verifyPath, grpcFrame(binary), grpcHeaders);
+    const genericGrpcMulti = h2load(genericBase + verifyPath, grpcFrame(binary), grpcHeaders, { conns: 4, streams: 10 });
+    const genericProto = h2load(genericBase + verifyPath, binary, protoHeaders);
+    const genericJson = wrk(genericBase + verifyPath, json, jsonHeaders);
     const emptyJson = wrk(`http://127.0.0.1:${a.empty}${emptyPath}`, "{}", jsonHeaders);
     const rawJson = wrk(`http://127.0.0.1:${a.raw1}${verifyPath}`, json, jsonHeaders);
 
@@ -274,6 +280,18 @@ async function main(): Promise<void> {
     const vsRawJson = { ...warmJson };
     compare(vsRawJson, "  … vs raw node:http", rawJson, rawJson.name, 0.5);
     rows.push(emptyJson, warmJson, rawJson, vsRawJson);
+    // Before/after in the same run: the same server's generic path (APIKEYS_FAST_PATH=0).
+    for (const [row, name, fast] of [
+      [genericGrpc, "generic path (fast path off), gRPC h2c", warmGrpc],
+      [genericGrpcMulti, "generic path (fast path off), gRPC h2c (4×10)", warmGrpcMulti],
+      [genericProto, "generic path (fast path off), Connect proto h2c", warmProto],
+      [genericJson, "generic path (fast path off), Connect JSON HTTP/1.1", warmJson],
+    ] as const) {
+      row.name = name;
+      row.ratio = (row.rps ?? NaN) / (fast.rps ?? NaN);
+      row.note = `ratio: generic / fast path${row.note ? `; ${row.note}` : ""}`;
+      rows.push(row);
+    }
 
     // SDK: a cached in-process verification (the KeyVerifier behind apiKeyAuth), on this one core.
     const sdkClients = createApiKeysClients({ baseUrl: base, token: verifierToken });

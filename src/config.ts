@@ -34,6 +34,8 @@ export interface Config {
     maxWatchStreamsPerAddress: number;
     /** Open grpc.health.v1 Health/Watch streams allowed per remote address. */
     maxHealthWatchStreamsPerAddress: number;
+    /** Whether VerifyToken and TestApiKey are answered by the fast path in front of connect (APIKEYS_FAST_PATH). */
+    fastPath: boolean;
   };
   database: {
     /** Postgres connection string; undefined selects embedded PGlite. */
@@ -188,6 +190,7 @@ export function readConfig(env: Env = process.env): Config {
       maxWatchStreamsPerKey: integer(env, "APIKEYS_MAX_WATCH_STREAMS_PER_KEY", 128, 1, 1_000_000),
       maxWatchStreamsPerAddress: integer(env, "APIKEYS_MAX_WATCH_STREAMS_PER_ADDRESS", 16, 1, 1_000_000),
       maxHealthWatchStreamsPerAddress: integer(env, "APIKEYS_MAX_HEALTH_WATCH_STREAMS_PER_ADDRESS", 16, 1, 1_000_000),
+      fastPath: integer(env, "APIKEYS_FAST_PATH", 1, 0, 1) === 1,
     },
     database: {
       url: databaseUrl,

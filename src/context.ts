@@ -35,6 +35,8 @@ export interface HandlerLimits {
   maxWatchStreamsPerKey: number;
   maxWatchStreamsPerAddress: number;
   maxHealthWatchStreamsPerAddress: number;
+  /** Whether the data-plane RPCs VerifyToken and TestApiKey take the fast path (http/fast-path/). */
+  fastPath: boolean;
 }
 
 /** Everything a handler may use, built once per server by `createAppContext`. */
@@ -128,6 +130,7 @@ export function createAppContext(config: Config, logger: Logger, database: Datab
       maxWatchStreamsPerKey: config.http.maxWatchStreamsPerKey,
       maxWatchStreamsPerAddress: config.http.maxWatchStreamsPerAddress,
       maxHealthWatchStreamsPerAddress: config.http.maxHealthWatchStreamsPerAddress,
+      fastPath: config.http.fastPath,
     },
     verifier,
     globalRateLimiter,

@@ -51,6 +51,8 @@ describe("config", () => {
     [{ REDIS_URL: "http://127.0.0.1:6379" }, /REDIS_URL must start with redis:\/\/ or rediss:\/\//],
     [{ REDIS_URL: "redis://127.0.0.1:6379", APIKEYS_REDIS_COMMAND_TIMEOUT_MS: "0" }, /APIKEYS_REDIS_COMMAND_TIMEOUT_MS must be between 10/],
     [{ APIKEYS_USAGE_RETENTION_DAYS: "0" }, /APIKEYS_USAGE_RETENTION_DAYS must be between 1 and 3650/],
+    [{ APIKEYS_FAST_PATH: "yes" }, /APIKEYS_FAST_PATH must be a whole number/],
+    [{ APIKEYS_FAST_PATH: "2" }, /APIKEYS_FAST_PATH must be between 0 and 1/],
   ])("refuses %j with a clear message", (env, message) => {
     expect(() => readConfig(env)).toThrow(ConfigError);
     expect(() => readConfig(env)).toThrow(message);
@@ -59,5 +61,11 @@ describe("config", () => {
   it("accepts a well-formed bootstrap token", () => {
     const token = generateToken("ak");
     expect(readConfig({ APIKEYS_BOOTSTRAP_TOKEN: token }).tokens.bootstrapToken).toBe(token);
+  });
+
+  it("turns the fast path on by default and off with APIKEYS_FAST_PATH=0", () => {
+    expect(readConfig({}).http.fastPath).toBe(true);
+    expect(readConfig({ APIKEYS_FAST_PATH: "1" }).http.fastPath).toBe(true);
+    expect(readConfig({ APIKEYS_FAST_PATH: "0" }).http.fastPath).toBe(false);
   });
 });

@@ -7,25 +7,35 @@ import {
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
 import { clampDeadline } from "./deadlines.js";
-import type { RequestHandler } from "./handler.js";
+import type { NodeRequest, NodeResponse, RequestHandler } from "./handler.js";
 import { linearRequestBody } from "./request-body.js";
 import { STRICT_JSON_OPTIONS } from "./strict-json.js";
+
+/**
+ * Something that may answer a request before connect does (the fast path). It
+ * returns false to leave the request alone, or true once it has taken it; a
+ * request it took may still be handed on with `generic`, with the body it read.
+ */
+export type FrontHandler = (req: NodeRequest, res: NodeResponse, generic: (collected: Promise<Buffer>) => void) => boolean;
 
 /**
  * `connectNodeAdapter`, except that JSON is read strictly (STRICT_JSON_OPTIONS),
  * request bodies are read in linear time (see linearRequestBody) and over-long
  * deadlines are clamped (see clampDeadline). Pass `errorHook` so that errors the
  * protocol raises before any interceptor runs get the service's error mapping.
+ * `front` is built from the options as connect sees them (compression, JSON options).
  */
-export function connectAdapter(options: ConnectNodeAdapterOptions): RequestHandler {
-  const router = createConnectRouter({
+export function connectAdapter(options: ConnectNodeAdapterOptions, front?: (resolved: ConnectNodeAdapterOptions) => FrontHandler | undefined): RequestHandler {
+  const resolved: ConnectNodeAdapterOptions = {
     ...options,
     acceptCompression: options.acceptCompression ?? [compressionGzip, compressionBrotli],
     jsonOptions: { ...STRICT_JSON_OPTIONS, ...options.jsonOptions },
-  });
+  };
+  const router = createConnectRouter(resolved);
   options.routes(router);
+  const frontHandler = front?.(resolved);
   const paths = new Map(router.handlers.map((h) => [(options.requestPathPrefix ?? "") + h.requestPath, h]));
-  return function nodeRequestHandler(req, res) {
+  const generic = (req: NodeRequest, res: NodeResponse, collected?: Promise<Buffer>) => {
     const handler = paths.get(req.url?.split("?", 2)[0] ?? "");
     if (handler === undefined) {
       if (options.fallback) options.fallback(req, res);
@@ -36,12 +46,16 @@ export function connectAdapter(options: ConnectNodeAdapterOptions): RequestHandl
       return;
     }
     const uReq = universalRequestFromNodeRequest(req, res, undefined, options.contextValues?.(req));
-    uReq.body = linearRequestBody(req, handler.method, options.readMaxBytes ?? Number.MAX_SAFE_INTEGER);
+    uReq.body = linearRequestBody(req, handler.method, options.readMaxBytes ?? Number.MAX_SAFE_INTEGER, collected);
     clampDeadline(uReq.header);
     handler(uReq)
       .then((uRes) => universalResponseToNodeResponse(uRes, res))
       .catch(() => {
         // Handlers turn their errors into responses; what fails here is writing to a client that went away.
       });
+  };
+  return function nodeRequestHandler(req, res) {
+    if (frontHandler?.(req, res, (collected) => generic(req, res, collected))) return;
+    generic(req, res);
   };
 }

@@ -16,15 +16,16 @@ const ENVELOPE_HEADER_BYTES = 5;
  * a single-message request (unary, server-streaming) is collected once into one
  * chunk; a streaming request is re-cut into whole envelopes, one chunk each. Reading
  * stops a little past `maxBytes`, so connect still refuses an oversized body with
- * its own resource_exhausted.
+ * its own resource_exhausted. `collected` is a single-message body already read by
+ * `collectRequestBody` with the same limit (the fast path's, when it hands a request on).
  */
-export function linearRequestBody(req: NodeRequest, method: DescMethod, maxBytes: number): AsyncIterable<Uint8Array> {
+export function linearRequestBody(req: NodeRequest, method: DescMethod, maxBytes: number, collected?: Promise<Buffer>): AsyncIterable<Uint8Array> {
   const enveloped = !isConnectUnary(req, method);
   const checkFlags = enveloped && !declaresEncoding(req) ? refuseCompressedFlag : () => {};
   if (method.methodKind === "unary" || method.methodKind === "server_streaming") {
-    const limit = maxBytes + (enveloped ? ENVELOPE_HEADER_BYTES : 0);
+    const limit = singleMessageLimit(enveloped, maxBytes);
     return (async function* () {
-      const body = await collect(req, limit);
+      const body = await (collected ?? collectRequestBody(req, limit));
       if (body.length > 0) checkFlags(body[0]!);
       if (body.length > 0) yield body;
     })();
@@ -57,12 +58,17 @@ function isConnectUnary(req: NodeRequest, method: DescMethod): boolean {
   return method.methodKind === "unary" && !contentType.startsWith("application/grpc") && !contentType.startsWith("application/connect+");
 }
 
+/** The largest body `linearRequestBody` reads for a single-message request of this kind before letting connect refuse it. */
+export function singleMessageLimit(enveloped: boolean, maxBytes: number): number {
+  return maxBytes + (enveloped ? ENVELOPE_HEADER_BYTES : 0);
+}
+
 /**
  * The whole body as one buffer, or its first `limit + 1` bytes when it is longer.
  * Chunks are copied into one growing buffer as they arrive, so a million 1-byte
  * chunks are not kept alive as a million buffer objects.
  */
-function collect(req: NodeRequest, limit: number): Promise<Buffer> {
+export function collectRequestBody(req: NodeRequest, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers["content-length"]);
     let buffer = Buffer.allocUnsafe(Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, limit + 1) : 16 * 1024);

@@ -22,6 +22,7 @@ export class Metrics {
   private readonly rpcDuration: Histogram<"method" | "code">;
   private readonly verifyOutcomes: Counter<"code">;
   private readonly invalidationLag: Histogram;
+  private readonly fastPathRequests: Counter<"outcome">;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -49,6 +50,12 @@ export class Metrics {
       name: "apikeys_invalidation_lag_seconds",
       help: "Time from a write queueing an invalidation to this instance evicting it",
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
+      registers,
+    });
+    this.fastPathRequests = new Counter({
+      name: "apikeys_fast_path_requests_total",
+      help: "VerifyToken and TestApiKey calls the fast path answered (served) or handed on to the generic path after reading their body (handed_on)",
+      labelNames: ["outcome"],
       registers,
     });
     const { verifier } = sources;
@@ -136,6 +143,11 @@ export class Metrics {
         throw err;
       }
     };
+  }
+
+  /** Counts one request the fast path took: answered itself, or handed on with its body. */
+  observeFastPath(outcome: "served" | "handed_on"): void {
+    this.fastPathRequests.inc({ outcome });
   }
 
   /** Records how long an invalidation took to arrive, from the `at` its writer stamped on it. */

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { type Duration, durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { isIP } from "node:net";
 import type { DescMethod } from "@bufbuild/protobuf";
@@ -15,10 +15,14 @@ import {
   ApiKeysService,
   ComponentHealthSchema,
   InvalidationKind,
+  type TestApiKeyResponse,
+  TestApiKeyResponseSchema,
   VerifyCode,
+  type VerifyTokenResponse,
+  VerifyTokenResponseSchema,
   WatchInvalidationsResponseSchema,
 } from "../gen/apikeys/v1/api_keys_pb.js";
-import type { ApiKey } from "../gen/apikeys/v1/resources_pb.js";
+import type { Verdict } from "../verify/verifier.js";
 import { toApiKeyMessage } from "../keys/key-message.js";
 import { reportLeakedToken } from "../keys/leaked-token.js";
 import { recordChange } from "../audit/audit-call.js";
@@ -32,14 +36,9 @@ const WATCH_HEARTBEAT_MS = 15_000;
 
 /** The data-plane RPCs. */
 export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysService> {
-  // Records are immutable and shared by cached verdicts, so each is converted once.
-  const keyMessages = new WeakMap<KeyRecord, ApiKey>();
-  const keyMessage = (record: KeyRecord): ApiKey => {
-    let message = keyMessages.get(record);
-    if (message === undefined) keyMessages.set(record, (message = toApiKeyMessage(record)));
-    return message;
-  };
   const verdictTtl = durationFromMs(ctx.limits.verdictTtlMs);
+  const responses = verdictResponses(verdictTtl);
+  const testResponses = new WeakMap<KeyRecord, { full?: TestApiKeyResponse; redacted?: TestApiKeyResponse }>();
   return {
     async verifyToken(req, call) {
       const allOf = requirePermissionNames("all_of", req.allOf);
@@ -50,22 +49,11 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
       // Guessing tokens through a service that calls us is throttled per calling key and the client_ip it
       // names: a caller can only ever block its own answers for that address, never anyone's own calls to us.
       const guesser = req.clientIp === "" ? "" : `${call.values.get(authenticatedKey)?.id ?? ""} ${req.clientIp}`;
-      if (ctx.verifier.verifyGuesses.retryAfterMs(guesser) > 0) {
-        return { valid: false, code: VerifyCode.RATE_LIMITED, permissions: [], missing: [], cacheTtl: durationFromMs(0) };
-      }
+      if (ctx.verifier.verifyGuesses.retryAfterMs(guesser) > 0) return responses.rateLimited;
       const cost = requireCost(req.cost);
       const verdict = await ctx.verifier.verify(req.token, allOf, anyOf, req.clientIp, cost);
       if (isGuess(verdict.code)) ctx.verifier.verifyGuesses.recordFailure(guesser);
-      return {
-        valid: verdict.code === VerifyCode.VALID,
-        code: verdict.code,
-        apiKey: verdict.key && keyMessage(verdict.key),
-        permissions: verdict.key?.policy.permissions ?? [],
-        missing: verdict.missing,
-        cacheTtl: verdictTtl,
-        environment: verdict.key?.environment,
-        remaining: verdict.remaining === undefined ? undefined : BigInt(verdict.remaining),
-      };
+      return responses.of(verdict);
     },
 
     async reportLeakedToken(req, call) {
@@ -121,15 +109,22 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
     async testApiKey(_req, call) {
       const key = call.values.get(authenticatedKey);
       if (key === undefined) throw new ConnectError("no API key", Code.Unauthenticated);
-      const apiKey = toApiKeyMessage(key);
       // createdBy names other keys (who made this key and its policy): only for callers who may read any key.
       const authority = authorityOf(call.values);
       const readsAllKeys = authority.kind === "key" && authority.adminPermissions.has("apikeys:keys.read") && scopeOf(authority) === undefined;
-      if (!readsAllKeys) {
-        apiKey.createdBy = "";
-        if (apiKey.policy !== undefined) apiKey.policy.createdBy = "";
+      let cached = testResponses.get(key);
+      if (cached === undefined) testResponses.set(key, (cached = {}));
+      const variant = readsAllKeys ? "full" : "redacted";
+      let response = cached[variant];
+      if (response === undefined) {
+        const apiKey = toApiKeyMessage(key);
+        if (!readsAllKeys) {
+          apiKey.createdBy = "";
+          if (apiKey.policy !== undefined) apiKey.policy.createdBy = "";
+        }
+        response = cached[variant] = create(TestApiKeyResponseSchema, { apiKey, permissions: key.policy.permissions });
       }
-      return { apiKey, permissions: key.policy.permissions };
+      return response;
     },
 
     async getServiceHealth() {
@@ -144,6 +139,56 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
       const limits = ctx.verifier.rateLimitHealth();
       const rateLimits = create(ComponentHealthSchema, { name: "rate_limits", ...limits });
       return { healthy: database.healthy && cache.healthy && rateLimits.healthy, components: [database, cache, rateLimits] };
+    },
+  };
+}
+
+/** Most distinct verdicts (code and missing permissions) kept per key version; more are rebuilt each time. */
+const VERDICTS_PER_KEY = 32;
+
+/**
+ * VerifyToken responses, one message object per key version and verdict. Key
+ * records are immutable (a change loads a new one), so a response built from one
+ * stays right for as long as the record is cached, and the fast path can keep its
+ * encoded bytes with it (see http/fast-path/response-bytes.ts).
+ */
+function verdictResponses(cacheTtl: Duration) {
+  const byKey = new WeakMap<KeyRecord, Map<string, VerifyTokenResponse>>();
+  const keyless = new Map<VerifyCode, VerifyTokenResponse>();
+  const build = (verdict: Verdict, apiKey = verdict.key && toApiKeyMessage(verdict.key)) =>
+    create(VerifyTokenResponseSchema, {
+      valid: verdict.code === VerifyCode.VALID,
+      code: verdict.code,
+      apiKey,
+      permissions: verdict.key?.policy.permissions ?? [],
+      missing: verdict.missing,
+      cacheTtl,
+      environment: verdict.key?.environment,
+      remaining: verdict.remaining === undefined ? undefined : BigInt(verdict.remaining),
+    });
+  return {
+    rateLimited: create(VerifyTokenResponseSchema, { valid: false, code: VerifyCode.RATE_LIMITED, permissions: [], missing: [], cacheTtl: durationFromMs(0) }),
+    of(verdict: Verdict): VerifyTokenResponse {
+      const key = verdict.key;
+      if (key === undefined) {
+        if (verdict.missing.length > 0) return build(verdict);
+        let response = keyless.get(verdict.code);
+        if (response === undefined) keyless.set(verdict.code, (response = build(verdict)));
+        return response;
+      }
+      // A key with credits answers with what is left after this very call: never a shared answer.
+      if (key.remaining !== null || verdict.remaining !== undefined) return build(verdict);
+      let verdicts = byKey.get(key);
+      if (verdicts === undefined) byKey.set(key, (verdicts = new Map()));
+      const signature = `${verdict.code} ${verdict.missing.join(" ")}`;
+      let response = verdicts.get(signature);
+      if (response === undefined) {
+        if (verdicts.size >= VERDICTS_PER_KEY) return build(verdict);
+        // Verdicts of one key share its ApiKey message.
+        response = build(verdict, verdicts.values().next().value?.apiKey);
+        verdicts.set(signature, response);
+      }
+      return response;
     },
   };
 }

@@ -1,9 +1,11 @@
+import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import type { AppContext } from "../context.js";
 import { ApiKeysAdminService } from "../gen/apikeys/v1/admin_pb.js";
 import { ApiKeysService } from "../gen/apikeys/v1/api_keys_pb.js";
 import { connectAdapter } from "../http/connect-adapter.js";
 import { dashboardHandler } from "../http/dashboard.js";
+import { type FastPathOptions, fastPath } from "../http/fast-path/fast-path.js";
 import { type HttpHandler, type RequestHandler, httpFallback } from "../http/handler.js";
 import { metricsEndpoint } from "../http/metrics-endpoint.js";
 import { probesHandler } from "../http/probes.js";
@@ -41,7 +43,23 @@ export function adminExtras(ctx: AppContext): HttpHandler[] {
  * of exactly these services (through the same interceptors), then `extra`.
  */
 export function planeHandler(ctx: AppContext, appRoutes: (router: ConnectRouter) => void, extra: HttpHandler[] = []): RequestHandler {
-  const { routes, served } = withInfrastructure(ctx, appRoutes);
+  // The fast path serves ApiKeysService with the very implementation and interceptors the router registers.
+  let registered: FastPathOptions | undefined;
+  const { routes, served } = withInfrastructure(ctx, (router) =>
+    appRoutes({
+      handlers: router.handlers,
+      rpc: router.rpc.bind(router),
+      service(service, impl, options) {
+        if ((service as DescService) === ApiKeysService) registered = {
+            service,
+            impl: impl as FastPathOptions["impl"],
+            interceptors: options?.interceptors ?? ctx.interceptors.data,
+            observe: (outcome) => ctx.metrics.observeFastPath(outcome),
+          };
+        return router.service(service, impl, options);
+      },
+    } as ConnectRouter),
+  );
   const common = {
     routes,
     interceptors: ctx.interceptors.data,
@@ -52,10 +70,13 @@ export function planeHandler(ctx: AppContext, appRoutes: (router: ConnectRouter)
     errorHook: toConnectError,
   };
   const rest = restHandler(common);
-  return connectAdapter({
-    ...common,
-    // JSON answers carry every field, as REST's do: `"valid": false` is a verdict, not an absence.
-    jsonOptions: { alwaysEmitImplicit: true },
-    fallback: httpFallback([probesHandler(ctx), openApiHandler(served), rest, ...extra]),
-  });
+  return connectAdapter(
+    {
+      ...common,
+      // JSON answers carry every field, as REST's do: `"valid": false` is a verdict, not an absence.
+      jsonOptions: { alwaysEmitImplicit: true },
+      fallback: httpFallback([probesHandler(ctx), openApiHandler(served), rest, ...extra]),
+    },
+    (resolved) => (ctx.limits.fastPath && registered !== undefined ? fastPath(registered, resolved) : undefined),
+  );
 }

@@ -1,4 +1,4 @@
-import { createHash, createHmac } from "node:crypto";
+import { createHmac, hash } from "node:crypto";
 
 // The token format (and its checksum) is shared with the SDK, which refuses malformed tokens offline.
 export { SECRET_LENGTH, generateToken, parseToken } from "@apikeys/client";
@@ -6,7 +6,8 @@ export { SECRET_LENGTH, generateToken, parseToken } from "@apikeys/client";
 /** The stored form of a token: SHA-256, or HMAC-SHA256 with the server pepper. */
 export function hashToken(token: string, pepper: string | undefined): Buffer {
   return pepper === undefined
-    ? createHash("sha256").update(token).digest()
+    ? // One-shot crypto.hash: a third of createHash's cost on the verify path.
+      hash("sha256", token, "buffer")
     : createHmac("sha256", pepper).update(token).digest();
 }
 

@@ -1,0 +1,53 @@
+// Profiles warm VerifyToken over gRPC h2c: `node --cpu-prof --cpu-prof-dir=DIR --import tsx bench/profile-warm.ts`
+// starts the real server in-process (embedded database in memory), drives it with h2load
+// (or wrk, Connect JSON, with BENCH_PROTOCOL=json) for BENCH_SECONDS (default 8) and exits; open the .cpuprofile in DevTools. Not part of the service.
+import { execFile } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { create, toBinary, toJsonString } from "@bufbuild/protobuf";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { readConfig } from "../src/config.js";
+import { ApiKeysAdminService } from "../src/gen/apikeys/v1/admin_pb.js";
+import { ApiKeysService, VerifyTokenRequestSchema } from "../src/gen/apikeys/v1/api_keys_pb.js";
+import { createLogger } from "../src/logger.js";
+import { startServer } from "../src/server.js";
+import { generateToken } from "../src/tokens/token.js";
+
+const adminToken = generateToken("ak");
+const config = readConfig({ ...process.env, PORT: "0", HOST: "127.0.0.1", APIKEYS_DATA_DIR: "memory://", APIKEYS_BOOTSTRAP_TOKEN: adminToken, LOG_LEVEL: "warn" });
+const server = await startServer(config, createLogger(config.logLevel));
+const base = `http://127.0.0.1:${server.port}`;
+const transport = createGrpcTransport({ baseUrl: base, interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${adminToken}`), next(req))] });
+const admin = createClient(ApiKeysAdminService, transport);
+await createClient(ApiKeysService, transport).registerPermissions({ service: "bench", permissions: [{ name: "read", description: "read" }] });
+const policy = await admin.adminCreateApiKeyPolicy({ name: "bench-verifier", permissions: ["apikeys:verify", "bench:read"] });
+const verifierToken = (await admin.adminCreateApiKey({ name: "bench-verifier", policyId: policy.policy!.id })).token;
+const target = await admin.adminCreateApiKey({ name: "bench-target", policyId: policy.policy!.id });
+const message = toBinary(VerifyTokenRequestSchema, create(VerifyTokenRequestSchema, { token: target.token, allOf: ["bench:read"] }));
+const frame = Buffer.alloc(5 + message.length);
+frame.writeUInt32BE(message.length, 1);
+frame.set(message, 5);
+const bodyFile = join(mkdtempSync(join(tmpdir(), "apikeys-prof-")), "body.bin");
+writeFileSync(bodyFile, frame);
+const seconds = process.env.BENCH_SECONDS ?? "8";
+const url = `${base}/apikeys.v1.ApiKeysService/VerifyToken`;
+if (process.env.BENCH_PROTOCOL === "json") {
+  // Connect JSON over HTTP/1.1 with wrk.
+  const script = join(bodyFile, "..", "post.lua");
+  const json = toJsonString(VerifyTokenRequestSchema, create(VerifyTokenRequestSchema, { token: target.token, allOf: ["bench:read"] }));
+  writeFileSync(script, [`wrk.method = "POST"`, `wrk.body = ${JSON.stringify(json)}`, `wrk.headers["content-type"] = "application/json"`, `wrk.headers["authorization"] = "Bearer ${verifierToken}"`].join("\n"));
+  const { stdout } = await promisify(execFile)("wrk", ["-t1", "-c16", `-d${seconds}s`, "--latency", "-s", script, url]);
+  process.stdout.write(stdout);
+} else {
+  const { stdout } = await promisify(execFile)("h2load", [
+    ...["-c", "16", "-m", "1", "-D", seconds, "--warm-up-time=1", "-d", bodyFile],
+    ...["-H", "content-type: application/grpc", "-H", "te: trailers", "-H", `authorization: Bearer ${verifierToken}`],
+    url,
+  ]);
+  process.stdout.write(stdout.split("\n").filter((l) => /finished in|status codes/.test(l)).join("\n") + "\n");
+}
+await server.stop();
+process.exit(0);
