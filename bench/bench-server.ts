@@ -18,7 +18,8 @@ import { requestLogInterceptor } from "../src/interceptors/request-log.js";
 import { adminExtras, adminRoutes, dataRoutes, planeHandler } from "../src/routes/planes.js";
 import { startServer } from "../src/server.js";
 import { hashToken } from "../src/tokens/token.js";
-import { type KeyRecord, VerdictCache } from "../src/verify/verdict-cache.js";
+import type { KeyRecord } from "../src/keys/key-record.js";
+import { VerdictCache } from "../src/verify/verdict-cache.js";
 
 const config = readConfig();
 const logger = createLogger(config.logLevel);

@@ -1,6 +1,6 @@
 // Writes a Brotli (.br) and a gzip (.gz) copy beside every compressible file of
 // the built dashboard, at the strongest settings: paid once per build, so the
-// server only picks the copy the client accepts (src/web/static.ts).
+// server only picks the copy the client accepts (src/http/dashboard.ts).
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { extname, join } from "node:path";
 import { fileURLToPath } from "node:url";

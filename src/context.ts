@@ -71,6 +71,8 @@ export interface AppContext extends WriteContext {
   contextValues: typeof peerContextValues;
   /** Whether the database answers (the `database` health component). */
   checkDatabase(): Promise<ComponentHealth>;
+  /** What gRPC health and /readyz call serving: the database answers and invalidations are proven to arrive. */
+  serving(): Promise<boolean>;
   /** Applies an invalidation NOTIFY from any instance (this one included). */
   onInvalidation(payload: string): void;
   /** Follows the LISTEN connection's state (see DatabaseHandle.listen). */
@@ -137,8 +139,7 @@ export function createAppContext(config: Config, logger: Logger, database: Datab
     metrics,
     invalidations,
     streamCaps: new StreamCaps(),
-    // Serving means what Check says: the database answers and invalidations are proven to arrive.
-    databaseHealth: new SharedStatus(async () => (await ctx.checkDatabase()).healthy && verifier.isListening, HEALTH_WATCH_INTERVAL_MS),
+    databaseHealth: new SharedStatus(() => ctx.serving(), HEALTH_WATCH_INTERVAL_MS),
     interceptors: {
       data: [errors, requestLog, measured, throttle, auth],
       admin: [errors, requestLog, measured, throttle, audit.outer, auth, audit.inner],
@@ -147,6 +148,7 @@ export function createAppContext(config: Config, logger: Logger, database: Datab
     },
     contextValues: peerContextValues,
     checkDatabase: () => checkDatabase(ctx.db, database.kind),
+    serving: async () => (await ctx.checkDatabase()).healthy && verifier.isListening,
     evict(event: Invalidation) {
       verifier.invalidate(event);
     },

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { type KeyRecord, VerdictCache } from "../src/verify/verdict-cache.js";
+import type { KeyRecord } from "../src/keys/key-record.js";
+import { VerdictCache } from "../src/verify/verdict-cache.js";
 
 const now = new Date("2026-11-23T12:00:00Z");
 

@@ -5,9 +5,6 @@ import type { AppContext } from "../context.js";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../gen/grpc/health/v1/health_pb.js";
 import { abortError } from "../streams/invalidation-bus.js";
 
-/** How often the database is re-checked while any Health/Watch stream is open. */
-
-
 /**
  * grpc.health.v1.Health: every service this listener serves (and "", the server
  * as a whole) is SERVING exactly when the database answers and the invalidation
@@ -17,8 +14,7 @@ import { abortError } from "../streams/invalidation-bus.js";
  */
 export function healthService(ctx: AppContext, served: readonly DescService[]): ServiceImpl<typeof Health> {
   const names = new Set(["", ...served.map((s) => s.typeName)]);
-  const overall = async () =>
-    (await ctx.checkDatabase()).healthy && ctx.verifier.isListening ? Status.SERVING : Status.NOT_SERVING;
+  const overall = async () => ((await ctx.serving()) ? Status.SERVING : Status.NOT_SERVING);
 
   return {
     async check(req) {

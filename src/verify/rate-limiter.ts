@@ -1,7 +1,5 @@
 import type { RateLimit } from "../keys/key-record.js";
 
-export type { RateLimit };
-
 interface Bucket {
   requests: number;
   periodMs: number;

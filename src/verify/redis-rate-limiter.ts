@@ -1,7 +1,7 @@
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { ApiError } from "../errors.js";
-import type { RateLimit } from "./rate-limiter.js";
+import type { RateLimit } from "../keys/key-record.js";
 
 /**
  * GCRA (the generic cell rate algorithm) in one Lua script, so the check and
@@ -50,7 +50,7 @@ export class RedisRateLimiter {
 
   constructor(
     private readonly options: RedisRateLimiterOptions,
-    private readonly logger: Logger,
+    logger: Logger,
   ) {
     this.redis = new Redis(options.url, {
       connectTimeout: options.connectTimeoutMs,

@@ -1,8 +1,6 @@
 import { OriginFilter } from "../keys/cidr.js";
 import type { KeyRecord } from "../keys/key-record.js";
 
-export type { KeyRecord };
-
 interface Entry extends CachedKey {
   expiresAt: number;
   /** Approximate memory the entry holds of its own (see estimateBytes). */
