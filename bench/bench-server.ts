@@ -14,7 +14,7 @@ import { readConfig } from "../src/config.js";
 import { VerifyTokenRequestSchema, VerifyTokenResponseSchema, VerifyCode } from "../src/gen/apikeys/v1/api_keys_pb.js";
 import { listen } from "../src/http/listener.js";
 import { createLogger } from "../src/logger.js";
-import { requestLogInterceptor } from "../src/interceptors/request-log.js";
+import { CallLog, requestLogInterceptor } from "../src/interceptors/request-log.js";
 import { adminExtras, adminRoutes, dataRoutes, planeHandler } from "../src/routes/planes.js";
 import { startServer } from "../src/server.js";
 import { hashToken } from "../src/tokens/token.js";
@@ -48,7 +48,7 @@ const generic = await listen(
   "127.0.0.1",
   config.http.limits,
 );
-const empty = await listen(connectNodeAdapter({ routes: emptyRoutes, interceptors: [requestLogInterceptor(logger)] }), 0, "127.0.0.1", config.http.limits);
+const empty = await listen(connectNodeAdapter({ routes: emptyRoutes, interceptors: [requestLogInterceptor(new CallLog(logger))] }), 0, "127.0.0.1", config.http.limits);
 
 // Raw node:http2 / node:http handlers answering with fixed bytes given by the driver.
 const fixed = { grpc: Buffer.alloc(0), connectProto: Buffer.alloc(0), connectJson: Buffer.alloc(0) };

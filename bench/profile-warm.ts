@@ -1,6 +1,6 @@
-// Profiles warm VerifyToken over gRPC h2c: `node --cpu-prof --cpu-prof-dir=DIR --import tsx bench/profile-warm.ts`
+// Profiles warm VerifyToken over gRPC h2c (load generator on core 1; run the server with `taskset -c 0`): `node --cpu-prof --cpu-prof-dir=DIR --import tsx bench/profile-warm.ts`
 // starts the real server in-process (embedded database in memory), drives it with h2load
-// (or wrk, Connect JSON, with BENCH_PROTOCOL=json) for BENCH_SECONDS (default 8) and exits; open the .cpuprofile in DevTools. Not part of the service.
+// (or Connect binary with BENCH_PROTOCOL=proto, or wrk, Connect JSON, with BENCH_PROTOCOL=json) for BENCH_SECONDS (default 8) and exits; open the .cpuprofile in DevTools. Not part of the service.
 import { execFile } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -31,23 +31,34 @@ const frame = Buffer.alloc(5 + message.length);
 frame.writeUInt32BE(message.length, 1);
 frame.set(message, 5);
 const bodyFile = join(mkdtempSync(join(tmpdir(), "apikeys-prof-")), "body.bin");
-writeFileSync(bodyFile, frame);
+// BENCH_PROTOCOL=proto: Connect binary over h2c (the bare message, no envelope).
+const proto = process.env.BENCH_PROTOCOL === "proto";
+writeFileSync(bodyFile, proto ? message : frame);
 const seconds = process.env.BENCH_SECONDS ?? "8";
 const url = `${base}/apikeys.v1.ApiKeysService/VerifyToken`;
+// This process's CPU time per request (user + system; the load generator is another process), steadier than req/s on a shared machine.
+const cpuBefore = process.cpuUsage();
+const perRequest = (requests: number) => {
+  const { user, system } = process.cpuUsage(cpuBefore);
+  return `server CPU per request: ${(user / requests).toFixed(1)} µs user + ${(system / requests).toFixed(1)} µs system\n`;
+};
 if (process.env.BENCH_PROTOCOL === "json") {
   // Connect JSON over HTTP/1.1 with wrk.
   const script = join(bodyFile, "..", "post.lua");
   const json = toJsonString(VerifyTokenRequestSchema, create(VerifyTokenRequestSchema, { token: target.token, allOf: ["bench:read"] }));
   writeFileSync(script, [`wrk.method = "POST"`, `wrk.body = ${JSON.stringify(json)}`, `wrk.headers["content-type"] = "application/json"`, `wrk.headers["authorization"] = "Bearer ${verifierToken}"`].join("\n"));
-  const { stdout } = await promisify(execFile)("wrk", ["-t1", "-c16", `-d${seconds}s`, "--latency", "-s", script, url]);
+  const { stdout } = await promisify(execFile)("taskset", ["-c", "1", "wrk", "-t1", "-c16", `-d${seconds}s`, "--latency", "-s", script, url]);
   process.stdout.write(stdout);
+  process.stdout.write(perRequest(Number(/(\d+) requests in/.exec(stdout)?.[1] ?? NaN)));
 } else {
-  const { stdout } = await promisify(execFile)("h2load", [
+  const { stdout } = await promisify(execFile)("taskset", ["-c", "1", "h2load",
     ...["-c", "16", "-m", "1", "-D", seconds, "--warm-up-time=1", "-d", bodyFile],
-    ...["-H", "content-type: application/grpc", "-H", "te: trailers", "-H", `authorization: Bearer ${verifierToken}`],
+    ...(proto ? ["-H", "content-type: application/proto"] : ["-H", "content-type: application/grpc", "-H", "te: trailers"]),
+    ...["-H", `authorization: Bearer ${verifierToken}`],
     url,
   ]);
   process.stdout.write(stdout.split("\n").filter((l) => /finished in|status codes/.test(l)).join("\n") + "\n");
+  process.stdout.write(perRequest(Number(/requests: (\d+) total/.exec(stdout)?.[1] ?? NaN)));
 }
 await server.stop();
 process.exit(0);

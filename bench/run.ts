@@ -5,7 +5,7 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { create, toBinary, toJsonString } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
@@ -19,6 +19,23 @@ import { generateToken } from "../src/tokens/token.js";
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const SCALE_KEYS = Number(process.env.BENCH_SCALE_KEYS ?? 1_000_000);
 const REVOCATION_TRIALS = Number(process.env.BENCH_REVOCATION_TRIALS ?? 200);
+const WARM_ONLY = process.env.BENCH_ONLY === "warm";
+/**
+ * With two or more cores (and taskset), the servers run on core 0 and the load
+ * generators on core 1, so that neither steals the other's core: on a 2-core
+ * machine that turned ±20 % run-to-run swings into a few percent. BENCH_PIN=0 turns it off.
+ */
+const PIN = process.env.BENCH_PIN !== "0" && availableParallelism() >= 2 && hasTaskset();
+const onCore = (core: number, command: string, args: string[]): [string, string[]] => (PIN ? ["taskset", ["-c", String(core), command, ...args]] : [command, args]);
+
+function hasTaskset(): boolean {
+  try {
+    execFileSync("taskset", ["-c", "0", "true"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
 const CONNECTIONS = 16;
 const ROOT = new URL("..", import.meta.url).pathname;
 const work = mkdtempSync(join(tmpdir(), "apikeys-bench-"));
@@ -65,7 +82,7 @@ interface BenchServer {
 }
 
 async function startBenchServer(env: Record<string, string>): Promise<BenchServer> {
-  const child = spawn(process.execPath, ["--expose-gc", "--import", "tsx", "bench/bench-server.ts"], {
+  const child = spawn(...onCore(0, process.execPath, ["--expose-gc", "--import", "tsx", "bench/bench-server.ts"]), {
     cwd: ROOT,
     env: { ...process.env, PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "warn", ...env },
     stdio: ["ignore", "pipe", "inherit"],
@@ -104,7 +121,7 @@ function h2load(url: string, body: Uint8Array, headers: Record<string, string>, 
   rmSync(logFile, { force: true });
   const args = ["-c", String(options.conns ?? CONNECTIONS), "-m", String(options.streams ?? 1), "-D", String(SECONDS), "--warm-up-time=1", "-d", bodyFile, "--log-file", logFile];
   for (const [k, v] of Object.entries(headers)) args.push("-H", `${k}: ${v}`);
-  const out = execFileSync("h2load", [...args, url], { encoding: "utf8", maxBuffer: 1 << 24 });
+  const out = execFileSync(...onCore(1, "h2load", [...args, url]), { encoding: "utf8", maxBuffer: 1 << 24 });
   const rps = Number(/finished in [\d.]+s, ([\d.]+) req\/s/.exec(out)?.[1] ?? NaN);
   const status = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(out);
   const failed = /requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed, (\d+) errored/.exec(out);
@@ -125,7 +142,7 @@ function wrk(url: string, body: string, headers: Record<string, string>): Row {
     script,
     [`wrk.method = "POST"`, `wrk.body = ${JSON.stringify(body)}`, ...Object.entries(headers).map(([k, v]) => `wrk.headers[${JSON.stringify(k)}] = ${JSON.stringify(v)}`)].join("\n"),
   );
-  const out = execFileSync("wrk", ["-t1", `-c${CONNECTIONS}`, `-d${SECONDS}s`, "--latency", "-s", script, url], { encoding: "utf8" });
+  const out = execFileSync(...onCore(1, "wrk", ["-t1", `-c${CONNECTIONS}`, `-d${SECONDS}s`, "--latency", "-s", script, url]), { encoding: "utf8" });
   const ms = (s: string | undefined) => {
     const m = /([\d.]+)(us|ms|s)/.exec(s ?? "");
     if (!m) return NaN;
@@ -203,7 +220,7 @@ async function main(): Promise<void> {
     env.APIKEYS_DATA_DIR = join(work, "data");
   }
   const backend = databaseUrl ? "postgres" : "pglite";
-  console.log(`apikeys bench: ${backend}, ${SECONDS}s per row, ${CONNECTIONS} connections`);
+  console.log(`apikeys bench: ${backend}, ${SECONDS}s per row, ${CONNECTIONS} connections${PIN ? ", server on core 0, load on core 1" : ""}`);
 
   try {
     const a = await startBenchServer(env);
@@ -293,123 +310,126 @@ async function main(): Promise<void> {
       rows.push(row);
     }
 
-    // SDK: a cached in-process verification (the KeyVerifier behind apiKeyAuth), on this one core.
-    const sdkClients = createApiKeysClients({ baseUrl: base, token: verifierToken });
-    const keyVerifier = new KeyVerifier({ client: sdkClients.apiKeys });
-    // Warm only once the invalidation stream is up: its opening resync empties the cache.
-    for (const deadline = Date.now() + 10_000; !keyVerifier.connected && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 10));
-    if (!(await keyVerifier.verify(target.token)).valid) throw new Error("bench setup: SDK does not accept the target token");
-    const sdkCalls = 500_000;
-    const sdkLatencies = new Float64Array(sdkCalls);
-    const remoteBefore = keyVerifier.remoteCalls;
-    const sdkStart = process.hrtime.bigint();
-    for (let i = 0; i < sdkCalls; i++) {
-      const t0 = process.hrtime.bigint();
-      await keyVerifier.verify(target.token);
-      sdkLatencies[i] = Number(process.hrtime.bigint() - t0) / 1e6;
-    }
-    const sdkSeconds = Number(process.hrtime.bigint() - sdkStart) / 1e9;
-    const sdkRemote = keyVerifier.remoteCalls - remoteBefore;
-    await keyVerifier.close();
-    sdkLatencies.sort();
-    const sdkRps = sdkCalls / sdkSeconds;
-    const sdkP99 = percentile(Array.from(sdkLatencies), 99);
-    rows.push({
-      name: "SDK cached verify, in-process",
-      rps: sdkRps,
-      p50: percentile(Array.from(sdkLatencies), 50),
-      p99: sdkP99,
-      target: "p99 < 5 µs, ≥ 500k/s",
-      pass: sdkP99 < 0.005 && sdkRps >= 500_000 && sdkRemote === 0,
-      note: `${sdkRemote} remote calls; p99 ${(sdkP99 * 1000).toFixed(2)} µs`,
-    });
-
-    // 4. Malformed and unknown tokens: throughput and database lookups.
-    for (const [label, token] of [
-      ["malformed token", "ak_definitely-not-a-token"],
-      ["unknown well-formed token", generateToken("ak")],
-    ] as const) {
-      const before = (await control(a, "/stats")).dbLookups as number;
-      const row = h2load(base + verifyPath, grpcFrame(toBinary(VerifyTokenRequestSchema, create(VerifyTokenRequestSchema, { token }))), grpcHeaders);
-      const lookups = ((await control(a, "/stats")).dbLookups as number) - before;
-      row.name = `${label}, gRPC h2c`;
-      row.note = `${lookups} DB lookups${row.note ? `; ${row.note}` : ""}`;
-      if (label === "malformed token") {
-        row.target = "0 DB lookups";
-        row.pass = lookups === 0;
+    // BENCH_ONLY=warm: the warm rows alone (about a minute), for iterating on the hot path.
+    if (!WARM_ONLY) {
+      // SDK: a cached in-process verification (the KeyVerifier behind apiKeyAuth), on this one core.
+      const sdkClients = createApiKeysClients({ baseUrl: base, token: verifierToken });
+      const keyVerifier = new KeyVerifier({ client: sdkClients.apiKeys });
+      // Warm only once the invalidation stream is up: its opening resync empties the cache.
+      for (const deadline = Date.now() + 10_000; !keyVerifier.connected && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 10));
+      if (!(await keyVerifier.verify(target.token)).valid) throw new Error("bench setup: SDK does not accept the target token");
+      const sdkCalls = 500_000;
+      const sdkLatencies = new Float64Array(sdkCalls);
+      const remoteBefore = keyVerifier.remoteCalls;
+      const sdkStart = process.hrtime.bigint();
+      for (let i = 0; i < sdkCalls; i++) {
+        const t0 = process.hrtime.bigint();
+        await keyVerifier.verify(target.token);
+        sdkLatencies[i] = Number(process.hrtime.bigint() - t0) / 1e6;
       }
-      rows.push(row);
-    }
+      const sdkSeconds = Number(process.hrtime.bigint() - sdkStart) / 1e9;
+      const sdkRemote = keyVerifier.remoteCalls - remoteBefore;
+      await keyVerifier.close();
+      sdkLatencies.sort();
+      const sdkRps = sdkCalls / sdkSeconds;
+      const sdkP99 = percentile(Array.from(sdkLatencies), 99);
+      rows.push({
+        name: "SDK cached verify, in-process",
+        rps: sdkRps,
+        p50: percentile(Array.from(sdkLatencies), 50),
+        p99: sdkP99,
+        target: "p99 < 5 µs, ≥ 500k/s",
+        pass: sdkP99 < 0.005 && sdkRps >= 500_000 && sdkRemote === 0,
+        note: `${sdkRemote} remote calls; p99 ${(sdkP99 * 1000).toFixed(2)} µs`,
+      });
 
-    // 3. Cold VerifyToken (cache off) vs the bare indexed SELECT through the same pool.
-    const cold = databaseUrl ? await startBenchServer({ ...env, APIKEYS_CACHE_MAX_ENTRIES: "0" }) : a;
-    const coldNote = databaseUrl ? "instance with the cache off" : "cache emptied before each call";
-    const coldSequence = async (server: BenchServer) => {
-      const n = 2000;
-      const sel = await control(server, `/select?n=${n}`, [target.token]);
-      const ver = await control(server, `/cold-verify?n=${n}`, [target.token]);
-      return { sel, ver, n };
-    };
-    if (databaseUrl) {
-      const coldRpc = h2load(`http://127.0.0.1:${cold.port}${verifyPath}`, grpcFrame(binary), grpcHeaders);
-      coldRpc.name = "cold VerifyToken RPC, gRPC h2c (cache off)";
-      coldRpc.note = "DB-bound throughput";
-      rows.push(coldRpc);
-    }
-    const { sel, ver, n } = await coldSequence(cold);
-    const selSorted = [...sel.latencies].sort((x: number, y: number) => x - y);
-    const verSorted = [...ver.latencies].sort((x: number, y: number) => x - y);
-    const selRow2: Row = { name: databaseUrl ? "bare indexed SELECT, prepared, same pool" : "bare indexed SELECT, same connection", rps: n / (sel.elapsedMs / 1000), p50: percentile(selSorted, 50), p99: percentile(selSorted, 99) };
-    const verRow: Row = { name: "cold verify, in-process, sequential", rps: n / (ver.elapsedMs / 1000), p50: percentile(verSorted, 50), p99: percentile(verSorted, 99), note: coldNote };
-    compare(verRow, verRow.name, selRow2, "bare SELECT", 0.8);
-    rows.push(selRow2, verRow);
-
-    // 5. Revocation propagation between two instances on one Postgres.
-    if (databaseUrl) {
-      const b = await startBenchServer(env);
-      const onB = createClient(ApiKeysService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${b.port}`, interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${verifierToken}`), next(req))] }));
-      const latencies: number[] = [];
-      for (let i = 0; i < REVOCATION_TRIALS; i++) {
-        const enabled = i % 2 === 1;
-        if ((await onB.verifyToken(request)).valid !== !enabled) throw new Error("revocation bench: unexpected start state");
-        const t0 = performance.now();
-        await admin.adminUpdateApiKey({ id: target.apiKey!.id, enabled });
-        while ((await onB.verifyToken(request)).valid !== enabled) {
-          if (performance.now() - t0 > 5000) throw new Error("revocation did not propagate within 5 s");
+      // 4. Malformed and unknown tokens: throughput and database lookups.
+      for (const [label, token] of [
+        ["malformed token", "ak_definitely-not-a-token"],
+        ["unknown well-formed token", generateToken("ak")],
+      ] as const) {
+        const before = (await control(a, "/stats")).dbLookups as number;
+        const row = h2load(base + verifyPath, grpcFrame(toBinary(VerifyTokenRequestSchema, create(VerifyTokenRequestSchema, { token }))), grpcHeaders);
+        const lookups = ((await control(a, "/stats")).dbLookups as number) - before;
+        row.name = `${label}, gRPC h2c`;
+        row.note = `${lookups} DB lookups${row.note ? `; ${row.note}` : ""}`;
+        if (label === "malformed token") {
+          row.target = "0 DB lookups";
+          row.pass = lookups === 0;
         }
-        latencies.push(performance.now() - t0);
+        rows.push(row);
       }
-      await admin.adminUpdateApiKey({ id: target.apiKey!.id, enabled: true });
-      latencies.sort((x, y) => x - y);
-      const p99 = percentile(latencies, 99);
-      rows.push({ name: `revocation A→B (${REVOCATION_TRIALS} trials)`, p50: percentile(latencies, 50), p99, target: "p99 < 50 ms", pass: p99 < 50, note: "from update sent on A to B refusing" });
-    } else {
-      rows.push({ name: "revocation A→B", note: "skipped: needs DATABASE_URL (PGlite is one process)" });
-    }
 
-    // 6. Scale: cold verify p99 with 10k keys, then with SCALE_KEYS keys.
-    const scaleP99: number[] = [];
-    let seeded = 0;
-    for (const total of [10_000, SCALE_KEYS]) {
-      const seed = await control(cold, "/seed", { from: seeded + 1, to: total, policyId: verifierPolicy.policy!.id });
-      seeded = total;
-      const { ver: v2 } = await coldSequence(cold);
-      const sorted = [...v2.latencies].sort((x: number, y: number) => x - y);
-      scaleP99.push(percentile(sorted, 99));
-      rows.push({ name: `cold verify with ${total.toLocaleString("en")} keys`, p50: percentile(sorted, 50), p99: percentile(sorted, 99), note: `seeded in ${seed.seconds.toFixed(1)} s` });
-    }
-    const scaleRatio = scaleP99[1]! / scaleP99[0]!;
-    rows.push({ name: `  … p99 ${SCALE_KEYS.toLocaleString("en")} / 10,000`, ratio: scaleRatio, target: "≤ 1.2", pass: scaleRatio <= 1.2 });
+      // 3. Cold VerifyToken (cache off) vs the bare indexed SELECT through the same pool.
+      const cold = databaseUrl ? await startBenchServer({ ...env, APIKEYS_CACHE_MAX_ENTRIES: "0" }) : a;
+      const coldNote = databaseUrl ? "instance with the cache off" : "cache emptied before each call";
+      const coldSequence = async (server: BenchServer) => {
+        const n = 2000;
+        const sel = await control(server, `/select?n=${n}`, [target.token]);
+        const ver = await control(server, `/cold-verify?n=${n}`, [target.token]);
+        return { sel, ver, n };
+      };
+      if (databaseUrl) {
+        const coldRpc = h2load(`http://127.0.0.1:${cold.port}${verifyPath}`, grpcFrame(binary), grpcHeaders);
+        coldRpc.name = "cold VerifyToken RPC, gRPC h2c (cache off)";
+        coldRpc.note = "DB-bound throughput";
+        rows.push(coldRpc);
+      }
+      const { sel, ver, n } = await coldSequence(cold);
+      const selSorted = [...sel.latencies].sort((x: number, y: number) => x - y);
+      const verSorted = [...ver.latencies].sort((x: number, y: number) => x - y);
+      const selRow2: Row = { name: databaseUrl ? "bare indexed SELECT, prepared, same pool" : "bare indexed SELECT, same connection", rps: n / (sel.elapsedMs / 1000), p50: percentile(selSorted, 50), p99: percentile(selSorted, 99) };
+      const verRow: Row = { name: "cold verify, in-process, sequential", rps: n / (ver.elapsedMs / 1000), p50: percentile(verSorted, 50), p99: percentile(verSorted, 99), note: coldNote };
+      compare(verRow, verRow.name, selRow2, "bare SELECT", 0.8);
+      rows.push(selRow2, verRow);
 
-    // 7. Memory: RSS after caching 1M distinct keys under the default cap.
-    const mem = await control(a, "/fill-cache?n=1000000");
-    const growthMb = (mem.rssAfter - mem.rssBefore) / 2 ** 20;
-    rows.push({
-      name: "cache 1,000,000 distinct keys",
-      target: "entries ≤ cap",
-      pass: mem.entries <= mem.cap,
-      note: `${mem.entries} entries (cap ${mem.cap}); heap +${((mem.heapAfter - mem.heapBefore) / 2 ** 20).toFixed(0)} MiB ≈ ${((mem.heapAfter - mem.heapBefore) / Math.max(1, mem.entries)).toFixed(0)} B/entry; RSS +${growthMb.toFixed(0)} MiB`,
-    });
+      // 5. Revocation propagation between two instances on one Postgres.
+      if (databaseUrl) {
+        const b = await startBenchServer(env);
+        const onB = createClient(ApiKeysService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${b.port}`, interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${verifierToken}`), next(req))] }));
+        const latencies: number[] = [];
+        for (let i = 0; i < REVOCATION_TRIALS; i++) {
+          const enabled = i % 2 === 1;
+          if ((await onB.verifyToken(request)).valid !== !enabled) throw new Error("revocation bench: unexpected start state");
+          const t0 = performance.now();
+          await admin.adminUpdateApiKey({ id: target.apiKey!.id, enabled });
+          while ((await onB.verifyToken(request)).valid !== enabled) {
+            if (performance.now() - t0 > 5000) throw new Error("revocation did not propagate within 5 s");
+          }
+          latencies.push(performance.now() - t0);
+        }
+        await admin.adminUpdateApiKey({ id: target.apiKey!.id, enabled: true });
+        latencies.sort((x, y) => x - y);
+        const p99 = percentile(latencies, 99);
+        rows.push({ name: `revocation A→B (${REVOCATION_TRIALS} trials)`, p50: percentile(latencies, 50), p99, target: "p99 < 50 ms", pass: p99 < 50, note: "from update sent on A to B refusing" });
+      } else {
+        rows.push({ name: "revocation A→B", note: "skipped: needs DATABASE_URL (PGlite is one process)" });
+      }
+
+      // 6. Scale: cold verify p99 with 10k keys, then with SCALE_KEYS keys.
+      const scaleP99: number[] = [];
+      let seeded = 0;
+      for (const total of [10_000, SCALE_KEYS]) {
+        const seed = await control(cold, "/seed", { from: seeded + 1, to: total, policyId: verifierPolicy.policy!.id });
+        seeded = total;
+        const { ver: v2 } = await coldSequence(cold);
+        const sorted = [...v2.latencies].sort((x: number, y: number) => x - y);
+        scaleP99.push(percentile(sorted, 99));
+        rows.push({ name: `cold verify with ${total.toLocaleString("en")} keys`, p50: percentile(sorted, 50), p99: percentile(sorted, 99), note: `seeded in ${seed.seconds.toFixed(1)} s` });
+      }
+      const scaleRatio = scaleP99[1]! / scaleP99[0]!;
+      rows.push({ name: `  … p99 ${SCALE_KEYS.toLocaleString("en")} / 10,000`, ratio: scaleRatio, target: "≤ 1.2", pass: scaleRatio <= 1.2 });
+
+      // 7. Memory: RSS after caching 1M distinct keys under the default cap.
+      const mem = await control(a, "/fill-cache?n=1000000");
+      const growthMb = (mem.rssAfter - mem.rssBefore) / 2 ** 20;
+      rows.push({
+        name: "cache 1,000,000 distinct keys",
+        target: "entries ≤ cap",
+        pass: mem.entries <= mem.cap,
+        note: `${mem.entries} entries (cap ${mem.cap}); heap +${((mem.heapAfter - mem.heapBefore) / 2 ** 20).toFixed(0)} MiB ≈ ${((mem.heapAfter - mem.heapBefore) / Math.max(1, mem.entries)).toFixed(0)} B/entry; RSS +${growthMb.toFixed(0)} MiB`,
+      });
+    }
   } finally {
     for (const child of children) child.kill("SIGTERM");
     await new Promise((r) => setTimeout(r, 500));

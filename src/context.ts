@@ -10,10 +10,8 @@ import type { Database } from "./db/schema.js";
 import type { WriteContext } from "./db/write.js";
 import type { ComponentHealth } from "./gen/apikeys/v1/api_keys_pb.js";
 import { auditInterceptors } from "./interceptors/audit.js";
-import { authInterceptor, failureThrottleInterceptor } from "./interceptors/auth.js";
-import { errorInterceptor } from "./interceptors/errors.js";
+import { DataPlane } from "./interceptors/data-plane.js";
 import { Metrics } from "./interceptors/metrics.js";
-import { requestLogInterceptor } from "./interceptors/request-log.js";
 import { SecretBox } from "./jwt/secret-box.js";
 import type { TokenSettings } from "./keys/key.service.js";
 import { InvalidationBus } from "./streams/invalidation-bus.js";
@@ -67,6 +65,8 @@ export interface AppContext extends WriteContext {
    * authentication cannot fill the log.
    */
   interceptors: { data: Interceptor[]; admin: Interceptor[]; logged: Interceptor[] };
+  /** The data plane's steps, as `interceptors.data` and as a plain function for the fast path. */
+  dataPlane: DataPlane;
   /** Context values of a request from a Node server (its peer's address). */
   contextValues: typeof peerContextValues;
   /** Whether the database answers (the `database` health component). */
@@ -113,11 +113,9 @@ export function createAppContext(config: Config, logger: Logger, database: Datab
   const metrics = new Metrics({ verifier, poolStats: database.poolStats });
   const invalidations = new InvalidationBus();
 
-  const errors = errorInterceptor();
-  const requestLog = requestLogInterceptor(logger);
-  const measured = metrics.interceptor();
-  const throttle = failureThrottleInterceptor(verifier);
-  const auth = authInterceptor(verifier);
+  const dataPlane = new DataPlane(verifier, logger, metrics);
+  // The admin plane runs the data plane's steps with the audit log's around authentication.
+  const [errors, requestLog, measured, throttle, auth] = dataPlane.interceptors as [Interceptor, Interceptor, Interceptor, Interceptor, Interceptor];
   const audit = auditInterceptors(database.db, logger, config.audit.requestMaxBytes);
 
   const ctx: AppContext = {
@@ -141,11 +139,12 @@ export function createAppContext(config: Config, logger: Logger, database: Datab
     streamCaps: new StreamCaps(),
     databaseHealth: new SharedStatus(() => ctx.serving(), HEALTH_WATCH_INTERVAL_MS),
     interceptors: {
-      data: [errors, requestLog, measured, throttle, auth],
+      data: dataPlane.interceptors,
       admin: [errors, requestLog, measured, throttle, audit.outer, auth, audit.inner],
       // Public infrastructure (reflection): logged, never authenticated.
       logged: [errors, requestLog],
     },
+    dataPlane,
     contextValues: peerContextValues,
     checkDatabase: () => checkDatabase(ctx.db, database.kind),
     serving: async () => (await ctx.checkDatabase()).healthy && verifier.isListening,

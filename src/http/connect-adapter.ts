@@ -7,7 +7,7 @@ import {
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
 import { clampDeadline } from "./deadlines.js";
-import type { NodeRequest, NodeResponse, RequestHandler } from "./handler.js";
+import { type NodeRequest, type NodeResponse, type RequestHandler, type StreamHandler, handedOnBody } from "./handler.js";
 import { linearRequestBody } from "./request-body.js";
 import { STRICT_JSON_OPTIONS } from "./strict-json.js";
 
@@ -18,14 +18,21 @@ import { STRICT_JSON_OPTIONS } from "./strict-json.js";
  */
 export type FrontHandler = (req: NodeRequest, res: NodeResponse, generic: (collected: Promise<Buffer>) => void) => boolean;
 
+/** What may stand in front of connect: for requests, and for HTTP/2 streams before node's compatibility layer. */
+export interface Front {
+  request?: FrontHandler;
+  stream?: StreamHandler;
+}
+
 /**
  * `connectNodeAdapter`, except that JSON is read strictly (STRICT_JSON_OPTIONS),
  * request bodies are read in linear time (see linearRequestBody) and over-long
  * deadlines are clamped (see clampDeadline). Pass `errorHook` so that errors the
  * protocol raises before any interceptor runs get the service's error mapping.
- * `front` is built from the options as connect sees them (compression, JSON options).
+ * `front` is built from the options as connect sees them (compression, JSON options);
+ * its stream handler becomes the returned handler's `stream`.
  */
-export function connectAdapter(options: ConnectNodeAdapterOptions, front?: (resolved: ConnectNodeAdapterOptions) => FrontHandler | undefined): RequestHandler {
+export function connectAdapter(options: ConnectNodeAdapterOptions, front?: (resolved: ConnectNodeAdapterOptions) => Front | undefined): RequestHandler {
   const resolved: ConnectNodeAdapterOptions = {
     ...options,
     acceptCompression: options.acceptCompression ?? [compressionGzip, compressionBrotli],
@@ -33,7 +40,7 @@ export function connectAdapter(options: ConnectNodeAdapterOptions, front?: (reso
   };
   const router = createConnectRouter(resolved);
   options.routes(router);
-  const frontHandler = front?.(resolved);
+  const { request: frontHandler, stream } = front?.(resolved) ?? {};
   const paths = new Map(router.handlers.map((h) => [(options.requestPathPrefix ?? "") + h.requestPath, h]));
   const generic = (req: NodeRequest, res: NodeResponse, collected?: Promise<Buffer>) => {
     const handler = paths.get(req.url?.split("?", 2)[0] ?? "");
@@ -54,8 +61,13 @@ export function connectAdapter(options: ConnectNodeAdapterOptions, front?: (reso
         // Handlers turn their errors into responses; what fails here is writing to a client that went away.
       });
   };
-  return function nodeRequestHandler(req, res) {
+  const handler: RequestHandler = function nodeRequestHandler(req, res) {
+    // A stream the stream handler read and handed on.
+    const collected = "stream" in req ? handedOnBody.get(req.stream) : undefined;
+    if (collected !== undefined) return generic(req, res, collected);
     if (frontHandler?.(req, res, (collected) => generic(req, res, collected))) return;
     generic(req, res);
   };
+  if (stream !== undefined) handler.stream = stream;
+  return handler;
 }

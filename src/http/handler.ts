@@ -1,4 +1,5 @@
 import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
+import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 
 type NodeHandler = NonNullable<ConnectNodeAdapterOptions["fallback"]>;
 export type NodeRequest = Parameters<NodeHandler>[0];
@@ -10,8 +11,19 @@ export type NodeResponse = Parameters<NodeHandler>[1];
  */
 export type HttpHandler = (req: NodeRequest, res: NodeResponse) => boolean | Promise<boolean>;
 
-/** A listener's request handler (what `listen` serves). */
-export type RequestHandler = (req: NodeRequest, res: NodeResponse) => void;
+/**
+ * Takes an HTTP/2 stream before node builds its compatibility request and
+ * response for it (the fast path): returns false to leave it to the request
+ * handler, true once it has taken it. A stream it took may still be handed to the
+ * request handler with `handOn`, with the body it read (see `handedOnBody`).
+ */
+export type StreamHandler = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, handOn: (collected: Promise<Buffer>) => void) => boolean;
+
+/** A listener's request handler (what `listen` serves), with an optional stream-level front for HTTP/2. */
+export type RequestHandler = ((req: NodeRequest, res: NodeResponse) => void) & { stream?: StreamHandler };
+
+/** The bodies of HTTP/2 streams a StreamHandler read and handed on, for the request handler to use instead of reading. */
+export const handedOnBody = new WeakMap<ServerHttp2Stream, Promise<Buffer>>();
 
 /** Tries each handler in order; a request none of them answers gets a 404 in the Connect error shape. */
 export function httpFallback(handlers: readonly HttpHandler[]): RequestHandler {
@@ -31,12 +43,15 @@ export function httpFallback(handlers: readonly HttpHandler[]): RequestHandler {
 export class DeferredHandler {
   private target: RequestHandler | undefined;
 
-  readonly handle: RequestHandler = (req, res) => {
-    if (this.target !== undefined) return this.target(req, res);
-    const body = JSON.stringify({ code: 14, message: "apikeys is starting; retry shortly", details: [] });
-    res.writeHead(503, { "content-type": "application/json", "retry-after": "1", "content-length": String(Buffer.byteLength(body)) });
-    res.end(body);
-  };
+  readonly handle: RequestHandler = Object.assign(
+    (req: NodeRequest, res: NodeResponse) => {
+      if (this.target !== undefined) return this.target(req, res);
+      const body = JSON.stringify({ code: 14, message: "apikeys is starting; retry shortly", details: [] });
+      res.writeHead(503, { "content-type": "application/json", "retry-after": "1", "content-length": String(Buffer.byteLength(body)) });
+      res.end(body);
+    },
+    { stream: ((stream, headers, handOn) => this.target?.stream?.(stream, headers, handOn) ?? false) satisfies StreamHandler },
+  );
 
   serve(target: RequestHandler): void {
     this.target = target;

@@ -2,8 +2,9 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { ConnectionLimits } from "../config.js";
+import { type StreamHandler, handedOnBody } from "./handler.js";
 
-type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
+type Handler = ((req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void) & { stream?: StreamHandler };
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
@@ -51,6 +52,7 @@ export async function listen(handler: Handler, port: number, host: string | unde
   // This one never listens itself (the sniffer hands it its sockets), so start the checker the same way.
   h1.emit("listening");
   const h2 = http2.createServer({}, guarded as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
+  if (handler.stream !== undefined) frontStreams(h2, handler.stream, limits.requestTimeoutMs);
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.Http2Session>();
   h2.on("session", (session) => {
@@ -149,16 +151,80 @@ function sniff(socket: net.Socket, timeoutMs: number, decided: (isH2: boolean) =
 /** Closes an HTTP/2 session gracefully once it has had no open stream for `idleMs`. */
 function closeWhenIdle(session: http2.Http2Session, idleMs: number): void {
   let open = 0;
-  let timer: NodeJS.Timeout | undefined = setTimeout(() => session.close(), idleMs);
+  // One timer per session, restarted (refresh) whenever the session goes idle rather than made anew per stream.
+  const timer = setTimeout(() => {
+    if (open === 0) session.close();
+  }, idleMs);
   session.on("stream", (stream: http2.Http2Stream) => {
     open++;
-    clearTimeout(timer);
-    timer = undefined;
     stream.once("close", () => {
-      if (--open === 0 && !session.closed) timer = setTimeout(() => session.close(), idleMs);
+      if (--open === 0 && !session.closed) timer.refresh();
     });
   });
   session.once("close", () => clearTimeout(timer));
+}
+
+/**
+ * Puts `front` before node's compatibility layer: node registers that layer as the
+ * server's "stream" listener when a request listener is given; here it is taken
+ * off and called only for the streams `front` leaves (or hands on). Streams `front`
+ * takes get the request timeout of `withRequestTimeout`.
+ */
+function frontStreams(h2: http2.Http2Server, front: StreamHandler, requestTimeoutMs: number): void {
+  const listeners = h2.listeners("stream");
+  if (listeners.length !== 1) throw new Error(`expected node's one compatibility "stream" listener, found ${listeners.length}`);
+  const compat = listeners[0] as (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: string[]) => void;
+  h2.removeListener("stream", compat);
+  const timeouts = requestTimeoutMs > 0 ? new RequestTimeouts(requestTimeoutMs) : undefined;
+  h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
+    const taken = front(stream, headers, (collected) => {
+      handedOnBody.set(stream, collected);
+      compat(stream, headers, flags, rawHeaders);
+    });
+    if (!taken) return compat(stream, headers, flags, rawHeaders);
+    timeouts?.watch(stream);
+  });
+}
+
+/**
+ * Resets streams whose request body is not complete `timeoutMs` after they
+ * opened, as `withRequestTimeout` does, with one sweeping timer for all of them
+ * instead of a timer and two listeners per stream; a stream is reset at most a
+ * tenth of the timeout (and no more than a second) late.
+ */
+class RequestTimeouts {
+  /** Streams by when they opened; insertion order is deadline order. */
+  private readonly open = new Map<http2.ServerHttp2Stream, number>();
+  private timer: NodeJS.Timeout | undefined;
+  private readonly every: number;
+
+  constructor(private readonly timeoutMs: number) {
+    this.every = Math.max(10, Math.min(1_000, Math.floor(timeoutMs / 10)));
+  }
+
+  watch(stream: http2.ServerHttp2Stream): void {
+    if (stream.readableEnded) return;
+    this.open.set(stream, Date.now());
+    if (this.timer === undefined) {
+      this.timer = setInterval(() => this.sweep(), this.every);
+      this.timer.unref();
+    }
+  }
+
+  private sweep(): void {
+    const expired = Date.now() - this.timeoutMs;
+    for (const [stream, opened] of this.open) {
+      if (stream.readableEnded || stream.destroyed) this.open.delete(stream);
+      else if (opened <= expired) {
+        this.open.delete(stream);
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+      }
+    }
+    if (this.open.size === 0) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
+  }
 }
 
 /**
@@ -182,7 +248,7 @@ function withRequestTimeout(handler: Handler, timeoutMs: number): Handler {
 /** host or IP-literal with an optional port (RFC 3986 authority without userinfo). */
 const AUTHORITY = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(:[0-9]{0,5})?$/;
 
-function isValidAuthority(authority: string | undefined): authority is string {
+export function isValidAuthority(authority: string | undefined): authority is string {
   return authority !== undefined && AUTHORITY.test(authority) && URL.canParse(`http://${authority}/`);
 }
 

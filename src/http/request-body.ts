@@ -1,5 +1,6 @@
 import type http from "node:http";
 import type http2 from "node:http2";
+import type { Readable } from "node:stream";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 
@@ -68,50 +69,66 @@ export function singleMessageLimit(enveloped: boolean, maxBytes: number): number
  * Chunks are copied into one growing buffer as they arrive, so a million 1-byte
  * chunks are not kept alive as a million buffer objects.
  */
-export function collectRequestBody(req: NodeRequest, limit: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const declared = Number(req.headers["content-length"]);
-    let buffer = Buffer.allocUnsafe(Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, limit + 1) : 16 * 1024);
-    let length = 0;
-    const cleanup = () => {
-      req.off("data", onData);
-      req.off("end", onEnd);
-      req.off("error", onError);
-      req.off("close", onClose);
-    };
-    const onData = (chunk: Buffer) => {
-      const take = Math.min(chunk.length, limit + 1 - length);
-      if (length + take > buffer.length) {
+export function collectRequestBody(req: Readable, limit: number, contentLength = (req as NodeRequest).headers?.["content-length"]): Promise<Buffer> {
+  return new Promise((resolve, reject) => readRequestBody(req, limit, contentLength, (body, err) => (body === undefined ? reject(err) : resolve(body))));
+}
+
+/**
+ * `collectRequestBody` with a callback, for the fast path: `done` gets the body,
+ * or undefined and why when the request failed or closed before its body ended.
+ * A body that arrives as one chunk is passed on without a copy.
+ */
+export function readRequestBody(req: Readable, limit: number, contentLength: string | undefined, done: (body: Buffer | undefined, err?: unknown) => void): void {
+  let first: Buffer | undefined;
+  let buffer: Buffer | undefined;
+  let length = 0;
+  let finished = false;
+  const body = () => (buffer !== undefined ? buffer.subarray(0, length) : (first ?? EMPTY_BODY));
+  // Listeners stay on the request once it is done (it ends or closes then); `finished` makes them inert.
+  req.on("data", (chunk: Buffer) => {
+    if (finished) return;
+    const take = Math.min(chunk.length, limit + 1 - length);
+    if (first === undefined && buffer === undefined && take === chunk.length) {
+      first = chunk;
+    } else {
+      if (buffer === undefined) {
+        const declared = Number(contentLength);
+        const size = Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, limit + 1) : 16 * 1024;
+        buffer = Buffer.allocUnsafe(Math.max(size, length + take));
+        if (first !== undefined) first.copy(buffer, 0, 0, length);
+        first = undefined;
+      } else if (length + take > buffer.length) {
         const grown = Buffer.allocUnsafe(Math.min(Math.max(buffer.length * 2, length + take), limit + 1));
         buffer.copy(grown, 0, 0, length);
         buffer = grown;
       }
       chunk.copy(buffer, length, 0, take);
-      length += take;
-      if (length > limit) {
-        cleanup();
-        req.pause();
-        resolve(buffer.subarray(0, length));
-      }
-    };
-    const onEnd = () => {
-      cleanup();
-      resolve(buffer.subarray(0, length));
-    };
-    const onError = (err: Error) => {
-      cleanup();
-      reject(err);
-    };
-    const onClose = () => {
-      cleanup();
-      reject(new ConnectError("request closed before its body was complete", Code.Canceled));
-    };
-    req.on("data", onData);
-    req.once("end", onEnd);
-    req.once("error", onError);
-    req.once("close", onClose);
+    }
+    length += take;
+    if (length > limit) {
+      finished = true;
+      req.pause();
+      done(body());
+    }
+  });
+  req.once("end", () => {
+    if (finished) return;
+    finished = true;
+    done(body());
+  });
+  req.once("error", (err: Error) => {
+    if (finished) return;
+    finished = true;
+    done(undefined, err);
+  });
+  req.once("close", () => {
+    if (finished) return;
+    finished = true;
+    done(undefined, new ConnectError("request closed before its body was complete", Code.Canceled));
   });
 }
+
+const EMPTY_BODY = Buffer.alloc(0);
 
 /**
  * The body's envelopes, each as one chunk. Bytes are copied at most twice per

@@ -1,3 +1,4 @@
+import type { DescMethod } from "@bufbuild/protobuf";
 import type { Interceptor } from "@connectrpc/connect";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { VerifyCode } from "../gen/apikeys/v1/api_keys_pb.js";
@@ -125,24 +126,32 @@ export class Metrics {
   /** Counts every RPC and, for VerifyToken, its verdict; place it outside the auth interceptor. */
   interceptor(): Interceptor {
     return (next) => async (req) => {
-      const method = `${req.service.typeName}/${req.method.name}`;
-      const end = this.rpcDuration.startTimer({ method });
+      const rpc = `${req.service.typeName}/${req.method.name}`;
+      const started = performance.now();
       try {
         const res = await next(req);
-        if (!res.stream && req.method.name === "VerifyToken") {
-          const verdict = (res.message as { code?: VerifyCode }).code ?? VerifyCode.UNSPECIFIED;
-          this.verifyOutcomes.inc({ code: VerifyCode[verdict] ?? String(verdict) });
-        }
-        end({ code: "ok" });
-        this.rpcRequests.inc({ method, code: "ok" });
+        if (!res.stream) this.callAnswered(req.method, res.message);
+        this.callEnded(rpc, "ok", started);
         return res;
       } catch (err) {
-        const code = codeName(toConnectError(err).code);
-        end({ code });
-        this.rpcRequests.inc({ method, code });
+        this.callEnded(rpc, codeName(toConnectError(err).code), started);
         throw err;
       }
     };
+  }
+
+  /** Counts a unary call's answer: for VerifyToken, its verdict. */
+  callAnswered(method: DescMethod, message: unknown): void {
+    if (method.name !== "VerifyToken") return;
+    const verdict = (message as { code?: VerifyCode }).code ?? VerifyCode.UNSPECIFIED;
+    this.verifyOutcomes.inc({ code: VerifyCode[verdict] ?? String(verdict) });
+  }
+
+  /** Counts one RPC that ended with `code` ("ok" or a code name) and its duration since `started` (performance.now()). */
+  callEnded(rpc: string, code: string, started: number): void {
+    const seconds = (performance.now() - started) / 1000;
+    this.rpcDuration.observe({ method: rpc, code }, seconds);
+    this.rpcRequests.inc({ method: rpc, code });
   }
 
   /** Counts one request the fast path took: answered itself, or handed on with its body. */

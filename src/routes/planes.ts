@@ -50,12 +50,17 @@ export function planeHandler(ctx: AppContext, appRoutes: (router: ConnectRouter)
       handlers: router.handlers,
       rpc: router.rpc.bind(router),
       service(service, impl, options) {
-        if ((service as DescService) === ApiKeysService) registered = {
+        // Only a service that runs exactly the data plane's steps: the fast path runs those steps itself.
+        const interceptors = options?.interceptors ?? ctx.interceptors.data;
+        if ((service as DescService) === ApiKeysService && interceptors === ctx.dataPlane.interceptors) {
+          registered = {
             service,
             impl: impl as FastPathOptions["impl"],
-            interceptors: options?.interceptors ?? ctx.interceptors.data,
+            dataPlane: ctx.dataPlane,
+            contextValues: ctx.contextValues,
             observe: (outcome) => ctx.metrics.observeFastPath(outcome),
           };
+        }
         return router.service(service, impl, options);
       },
     } as ConnectRouter),

@@ -1,20 +1,18 @@
-import type { DescMethod, DescService } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ContextValues, type Interceptor, type ServiceImpl, createContextValues, createMethodImplSpec } from "@connectrpc/connect";
-import {
-  type Compression,
-  compressionNegotiate,
-  createMethodSerializationLookup,
-  invokeUnaryImplementation,
-  validateReadWriteMaxBytes,
-} from "@connectrpc/connect/protocol";
+import type { IncomingHttpHeaders } from "node:http";
+import type { DescMethod, DescService, Message } from "@bufbuild/protobuf";
+import type { ConnectError, ContextValues, ServiceImpl } from "@connectrpc/connect";
+import { type Compression, compressionNegotiate, createMethodSerializationLookup, validateReadWriteMaxBytes } from "@connectrpc/connect/protocol";
 import * as connectProtocol from "@connectrpc/connect/protocol-connect";
 import * as grpcProtocol from "@connectrpc/connect/protocol-grpc";
 import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
+import type { DataPlane } from "../../interceptors/data-plane.js";
 import type { FrontHandler } from "../connect-adapter.js";
-import { clampDeadline } from "../deadlines.js";
-import type { NodeRequest, NodeResponse } from "../handler.js";
-import { collectRequestBody, singleMessageLimit } from "../request-body.js";
+import type { StreamHandler } from "../handler.js";
+import { readRequestBody, singleMessageLimit } from "../request-body.js";
+import { LazyHandlerContext, type RequestFacts } from "./handler-context.js";
+import { decodeRequest } from "./request-decoder.js";
 import { type WireFormat, encodedMessage } from "./response-bytes.js";
+import { type Answer, clampedHeader, connectErrorOf, envelope, headerValue, messageBytes, nodeHeaders, normalize, single, validAuthority, writeH1, writeH2 } from "./wire.js";
 
 /** The RPCs the fast path serves, by method name. */
 export const FAST_METHODS = ["VerifyToken", "TestApiKey"] as const;
@@ -23,15 +21,24 @@ export const FAST_METHODS = ["VerifyToken", "TestApiKey"] as const;
 export interface FastPathOptions {
   service: DescService;
   impl: Partial<ServiceImpl<DescService>>;
-  /** The interceptors connect runs for `service` (its own list, or the router's). */
-  interceptors: Interceptor[];
-  /** Told of every request the fast path took: answered itself, or handed on after reading its body. */
+  /** The data plane's steps; the service must be registered with exactly `dataPlane.interceptors`. */
+  dataPlane: DataPlane;
+  /** Context values of a call from a peer (its address). */
+  contextValues(peer: { socket?: { remoteAddress?: string } | null }): ContextValues;
+  /** Told of every request the fast path took: answered itself, or handed on to the generic path after reading its body. */
   observe?: (outcome: "served" | "handed_on") => void;
+}
+
+/** The fast path's two entries: HTTP/1.1 requests (in front of connect) and HTTP/2 streams (in front of node's compatibility layer). */
+export interface FastPath {
+  request: FrontHandler;
+  stream: StreamHandler;
 }
 
 interface FastMethod {
   method: DescMethod;
-  spec: ReturnType<typeof createMethodImplSpec>;
+  rpc: string;
+  impl: (input: unknown, context: LazyHandlerContext) => unknown;
   serialization: ReturnType<typeof createMethodSerializationLookup>;
 }
 
@@ -43,19 +50,22 @@ interface Shape {
   timeoutMs: number | undefined;
 }
 
+const EMPTY = new Uint8Array(0);
+
 /**
  * Answers unary VerifyToken and TestApiKey in the common case (gRPC over h2c,
  * Connect unary binary or JSON, identity request encoding) with the service's own
- * implementation, interceptors, error mapping and serializers, minus connect's
- * async-iterable pipeline; response bytes come from `encodedMessage`. Every other
- * request, and every body it cannot parse, goes to connect as it arrived.
+ * implementation, the data plane's steps, connect's error mapping and
+ * serializers, minus connect's pipeline and node's HTTP/2 compatibility objects;
+ * response bytes come from `encodedMessage`. Every other request, and every body
+ * it cannot parse, goes to connect as it arrived.
  */
-export function fastPath(options: FastPathOptions, adapter: ConnectNodeAdapterOptions): FrontHandler {
+export function fastPath(options: FastPathOptions, adapter: ConnectNodeAdapterOptions): FastPath {
   const acceptCompression = adapter.acceptCompression ?? [];
   const readMaxBytes = adapter.readMaxBytes ?? Number.MAX_SAFE_INTEGER;
   const limits = validateReadWriteMaxBytes(readMaxBytes, adapter.writeMaxBytes, adapter.compressMinBytes);
-  const errorHook = adapter.errorHook;
-  const contextValues = adapter.contextValues;
+  const errorHook = adapter.errorHook ?? connectErrorOf;
+  const { dataPlane } = options;
   const methods = new Map<string, FastMethod>();
   for (const name of FAST_METHODS) {
     const method = options.service.methods.find((m) => m.name === name);
@@ -63,218 +73,209 @@ export function fastPath(options: FastPathOptions, adapter: ConnectNodeAdapterOp
     if (method === undefined || method.methodKind !== "unary" || typeof impl !== "function") continue;
     methods.set(`/${options.service.typeName}/${name}`, {
       method,
-      spec: createMethodImplSpec(method, impl as never),
+      rpc: `${options.service.typeName}/${name}`,
+      impl: (impl as FastMethod["impl"]).bind(options.impl),
       serialization: createMethodSerializationLookup(method, adapter.binaryOptions, adapter.jsonOptions, limits),
     });
   }
 
-  function shapeOf(req: NodeRequest): Shape | undefined {
-    const h = req.headers;
+  function shapeOf(h: IncomingHttpHeaders, isH2: boolean): Shape | undefined {
     const contentType = h["content-type"];
-    const isH2 = "stream" in req;
-    let shape: Shape;
     if (isH2 && (contentType === "application/grpc" || contentType === "application/grpc+proto")) {
       const timeout = grpcProtocol.parseTimeout(clampedHeader(h["grpc-timeout"], "grpc-timeout"), Number.MAX_SAFE_INTEGER);
       if (timeout.error !== undefined) return undefined;
       const compression = compressionNegotiate(acceptCompression, single(h["grpc-encoding"]), single(h["grpc-accept-encoding"]), "grpc-accept-encoding");
       if (compression.error !== undefined || compression.request !== null) return undefined;
-      shape = { format: "grpc", protocolName: "grpc", compression, timeoutMs: timeout.timeoutMs };
-    } else if (contentType === "application/proto" || contentType === "application/json") {
+      return { format: "grpc", protocolName: "grpc", compression, timeoutMs: timeout.timeoutMs };
+    }
+    if (contentType === "application/proto" || contentType === "application/json") {
       const timeout = connectProtocol.parseTimeout(clampedHeader(h["connect-timeout-ms"], "connect-timeout-ms"), Number.MAX_SAFE_INTEGER);
       if (timeout.error !== undefined) return undefined;
       const compression = compressionNegotiate(acceptCompression, single(h["content-encoding"]), single(h["accept-encoding"]), "accept-encoding");
       if (compression.error !== undefined || compression.request !== null) return undefined;
-      shape = { format: contentType === "application/json" ? "json" : "proto", protocolName: "connect", compression, timeoutMs: timeout.timeoutMs };
-    } else {
-      return undefined;
+      return { format: contentType === "application/json" ? "json" : "proto", protocolName: "connect", compression, timeoutMs: timeout.timeoutMs };
     }
-    return shape;
+    return undefined;
   }
 
-  return (req, res, generic) => {
-    if (req.method !== "POST") return false;
+  /** The request's message, or undefined when it is not exactly one identity-encoded message the method's parser accepts. */
+  function parse(fast: FastMethod, shape: Shape, body: Buffer, limit: number): unknown {
+    if (body.length > limit) return undefined;
+    const message = messageBytes(body, shape.format === "grpc");
+    if (message === undefined) return undefined;
+    if (shape.format !== "json") {
+      const decoded = decodeRequest(fast.method.input, message);
+      if (decoded !== undefined) return decoded;
+    }
+    try {
+      return fast.serialization.getI(shape.format !== "json").parse(message);
+    } catch {
+      return undefined;
+    }
+  }
+
+  async function answer(fast: FastMethod, shape: Shape, facts: RequestFacts, input: unknown): Promise<Answer> {
+    const context = new LazyHandlerContext(facts);
+    const headers = facts.headers;
+    const call = { method: fast.method, rpc: fast.rpc, values: facts.values, header: (name: string) => headerValue(headers, name) };
+    let output: Message;
+    try {
+      output = await dataPlane.run(call, async () => normalize(fast.method, await fast.impl(input, context)));
+    } catch (e) {
+      const error = errorHook(e);
+      context.abort(e);
+      return failure(shape, context, error);
+    }
+    context.abort();
+    const grpc = shape.format === "grpc";
+    const body = encodedMessage(output, shape.format, fast.serialization.getO(shape.format !== "json"));
+    const compression = shape.compression.response;
+    const touched = context.touched;
+    if (touched.header === undefined && touched.trailer === undefined) {
+      // The common answer: the implementation set no header, nothing to compress.
+      if (grpc && (compression === null || body.byteLength - 5 < limits.compressMinBytes)) {
+        const headers: Record<string, string> = { "content-type": grpcProtocol.contentTypeProto };
+        if (compression !== null) headers["grpc-encoding"] = compression.name;
+        return { status: 200, headers, body, trailers: { "grpc-status": grpcProtocol.grpcStatusOk } };
+      }
+      if (!grpc && (compression === null || body.byteLength < limits.compressMinBytes)) {
+        const contentType = shape.format === "json" ? connectProtocol.contentTypeUnaryJson : connectProtocol.contentTypeUnaryProto;
+        // In the order connect-node writes them (Headers iterate sorted).
+        return { status: 200, headers: { "content-length": body.byteLength.toString(10), "content-type": contentType }, body, trailers: undefined };
+      }
+    }
+    return success(shape, context, body);
+  }
+
+  /** A successful answer the way connect builds it, when the implementation set headers or the body is compressed. */
+  async function success(shape: Shape, context: LazyHandlerContext, encoded: Uint8Array): Promise<Answer> {
+    const { header, trailer } = responseHeaders(shape, context);
+    const compression = shape.compression.response;
+    let body = encoded;
+    if (shape.format === "grpc") {
+      if (compression !== null) header.set("grpc-encoding", compression.name);
+      if (compression !== null && body.byteLength - 5 >= limits.compressMinBytes) body = envelope(await compression.compress(body.subarray(5)), 0b00000001);
+      return { status: 200, headers: nodeHeaders(header), body, trailers: nodeHeaders(trailer) };
+    }
+    if (compression !== null && body.byteLength >= limits.compressMinBytes) {
+      body = await compression.compress(body);
+      header.set("content-encoding", compression.name);
+    }
+    const muxed = connectProtocol.trailerMux(header, trailer);
+    muxed.set("content-length", body.byteLength.toString(10));
+    return { status: 200, headers: nodeHeaders(muxed), body, trailers: undefined };
+  }
+
+  /** An error answer, as connect's gRPC and Connect unary handlers write it. */
+  async function failure(shape: Shape, context: LazyHandlerContext, error: ConnectError): Promise<Answer> {
+    const { header, trailer } = responseHeaders(shape, context);
+    const compression = shape.compression.response;
+    if (shape.format === "grpc") {
+      if (compression !== null) header.set("grpc-encoding", compression.name);
+      grpcProtocol.setTrailerStatus(trailer, error);
+      return { status: 200, headers: nodeHeaders(header), body: EMPTY, trailers: nodeHeaders(trailer) };
+    }
+    header.set("content-type", connectProtocol.contentTypeUnaryJson);
+    error.metadata.forEach((value, key) => header.set(key, value));
+    let body = connectProtocol.errorToJsonBytes(error, adapter.jsonOptions ?? {});
+    if (compression !== null && body.byteLength >= limits.compressMinBytes) {
+      body = await compression.compress(body);
+      header.set("content-encoding", compression.name);
+    }
+    const muxed = connectProtocol.trailerMux(header, trailer);
+    muxed.set("content-length", body.byteLength.toString(10));
+    return { status: connectProtocol.codeToHttpStatus(error.code), headers: nodeHeaders(muxed), body, trailers: undefined };
+  }
+
+  /** The response header and trailer connect starts from, with what the implementation set. */
+  function responseHeaders(shape: Shape, context: LazyHandlerContext): { header: Headers; trailer: Headers } {
+    const grpc = shape.format === "grpc";
+    const header = new Headers({ "content-type": grpc ? grpcProtocol.contentTypeProto : shape.format === "json" ? connectProtocol.contentTypeUnaryJson : connectProtocol.contentTypeUnaryProto });
+    const trailer = new Headers(grpc ? { "grpc-status": grpcProtocol.grpcStatusOk } : undefined);
+    const touched = context.touched;
+    touched.header?.forEach((value, key) => header.set(key, value));
+    touched.trailer?.forEach((value, key) => trailer.set(key, value));
+    return { header, trailer };
+  }
+
+  const request: FrontHandler = (req, res, generic) => {
+    // HTTP/2 requests reach the fast path as streams (see `stream`).
+    if (req.method !== "POST" || "stream" in req) return false;
     const fast = methods.get(req.url ?? "");
     if (fast === undefined) return false;
-    const shape = shapeOf(req);
+    const shape = shapeOf(req.headers, false);
     if (shape === undefined) return false;
-    const enveloped = shape.format === "grpc";
-    const limit = singleMessageLimit(enveloped, readMaxBytes);
-    const collected = collectRequestBody(req, limit);
-    collected.then(
-      (body) => {
-        const message = body.length <= limit ? messageBytes(body, enveloped) : undefined;
-        let input: unknown;
-        try {
-          if (message === undefined) throw new Error("not a single identity-encoded message");
-          input = fast.serialization.getI(shape.format !== "json").parse(message);
-        } catch {
-          options.observe?.("handed_on");
-          generic(collected);
-          return;
-        }
-        options.observe?.("served");
-        serve(req, res, fast, shape, input).catch(() => {
-          // What fails here is writing to a client that went away, as in the generic path.
-        });
-      },
+    const limit = singleMessageLimit(false, readMaxBytes);
+    readRequestBody(req, limit, req.headers["content-length"], (body) => {
       // The request ended before its body did: there is no one left to answer.
-      () => {},
-    );
+      if (body === undefined) return;
+      const input = parse(fast, shape, body, limit);
+      if (input === undefined) {
+        options.observe?.("handed_on");
+        generic(Promise.resolve(body));
+        return;
+      }
+      options.observe?.("served");
+      const socket = req.socket as { encrypted?: boolean } | null;
+      const facts: RequestFacts = {
+        method: fast.method,
+        protocolName: shape.protocolName,
+        headers: req.headers,
+        path: req.url ?? "",
+        authority: req.headers.host ?? "",
+        encrypted: socket?.encrypted === true,
+        timeoutMs: shape.timeoutMs,
+        values: options.contextValues(req),
+        closed: () => req.destroyed,
+        onClose: (listener) => (req.once("close", listener), () => req.off("close", listener)),
+      };
+      answer(fast, shape, facts, input).then(
+        (a) => writeH1(res, a),
+        () => {},
+      );
+    });
     return true;
   };
 
-  async function serve(req: NodeRequest, res: NodeResponse, fast: FastMethod, shape: Shape, input: unknown): Promise<void> {
-    const grpc = shape.protocolName === "grpc";
-    const context = handlerContext(req, fast, shape, contextValues?.(req), {
-      "content-type": grpc ? grpcProtocol.contentTypeProto : shape.format === "json" ? connectProtocol.contentTypeUnaryJson : connectProtocol.contentTypeUnaryProto,
-      ...(grpc && { "grpc-status": grpcProtocol.grpcStatusOk }),
+  const stream: StreamHandler = (stream, headers, handOn) => {
+    if (headers[":method"] !== "POST" || headers.expect !== undefined) return false;
+    const path = headers[":path"] ?? "";
+    const fast = methods.get(path);
+    if (fast === undefined) return false;
+    const authority = headers[":authority"];
+    if (!validAuthority(authority)) return false;
+    const shape = shapeOf(headers, true);
+    if (shape === undefined) return false;
+    const limit = singleMessageLimit(shape.format === "grpc", readMaxBytes);
+    readRequestBody(stream, limit, headers["content-length"], (body) => {
+      if (body === undefined) return;
+      const input = parse(fast, shape, body, limit);
+      if (input === undefined) {
+        options.observe?.("handed_on");
+        handOn(Promise.resolve(body));
+        return;
+      }
+      options.observe?.("served");
+      const session = stream.session;
+      const facts: RequestFacts = {
+        method: fast.method,
+        protocolName: shape.protocolName,
+        headers,
+        path,
+        authority,
+        encrypted: session?.encrypted === true,
+        timeoutMs: shape.timeoutMs,
+        values: options.contextValues({ socket: session?.socket }),
+        closed: () => stream.closed || stream.destroyed,
+        onClose: (listener) => (stream.once("close", listener), () => stream.off("close", listener)),
+      };
+      answer(fast, shape, facts, input).then(
+        (a) => writeH2(stream, a),
+        () => {},
+      );
     });
-    const responseCompression = shape.compression.response;
-    if (grpc && responseCompression !== null) context.responseHeader.set("grpc-encoding", responseCompression.name);
-    let status = 200;
-    let body: Uint8Array;
-    try {
-      const output = await invokeUnaryImplementation(fast.spec as never, context, input as never, options.interceptors);
-      body = encodedMessage(output, shape.format, fast.serialization.getO(shape.format !== "json"));
-    } catch (e) {
-      context.abort(e);
-      const error = errorHook !== undefined ? errorHook(e) : connectErrorOf(e);
-      if (grpc) {
-        grpcProtocol.setTrailerStatus(context.responseTrailer, error);
-        body = new Uint8Array(0);
-      } else {
-        status = connectProtocol.codeToHttpStatus(error.code);
-        context.responseHeader.set("content-type", connectProtocol.contentTypeUnaryJson);
-        error.metadata.forEach((value, key) => context.responseHeader.set(key, value));
-        body = connectProtocol.errorToJsonBytes(error, adapter.jsonOptions ?? {});
-      }
-    } finally {
-      context.abort(CALL_ENDED);
-    }
-    if (grpc) {
-      if (body.byteLength > 0 && responseCompression !== null && body.byteLength - 5 >= limits.compressMinBytes) {
-        const data = await responseCompression.compress(body.subarray(5));
-        body = envelope(data, 0b00000001);
-      }
-      res.writeHead(200, nodeHeaders(context.responseHeader));
-      if (body.byteLength > 0) res.write(body);
-      res.addTrailers(nodeHeaders(context.responseTrailer));
-    } else {
-      if (responseCompression !== null && body.byteLength >= limits.compressMinBytes) {
-        body = await responseCompression.compress(body);
-        context.responseHeader.set("content-encoding", responseCompression.name);
-      }
-      const header = connectProtocol.trailerMux(context.responseHeader, context.responseTrailer);
-      header.set("content-length", body.byteLength.toString(10));
-      res.writeHead(status, nodeHeaders(header));
-      res.write(body);
-    }
-    res.end();
-  }
-}
-
-/** The abort reason of a call that ended (connect's context aborts without one, which builds a DOMException per call). */
-const CALL_ENDED = new ConnectError("call ended", Code.Canceled);
-/** The abort reason of a call whose request closed before the call ended. */
-const REQUEST_CLOSED = new ConnectError("request closed", Code.Canceled);
-
-/**
- * The HandlerContext connect's createHandlerContext and universalRequestFromNodeRequest
- * build together (same fields, same header conversion, same URL, same deadline), with
- * one AbortController where they chain three: it aborts on the deadline, when the
- * request closes before the call ends, and when the call ends.
- */
-function handlerContext(
-  req: NodeRequest,
-  fast: FastMethod,
-  shape: Shape,
-  contextValues: ContextValues | undefined,
-  response: { "content-type": string; "grpc-status"?: string },
-) {
-  const requestHeader = new Headers();
-  for (const [k, v] of Object.entries(req.headers)) {
-    if (k.startsWith(":") || v === undefined) continue;
-    if (typeof v === "string") requestHeader.append(k, v);
-    else for (const e of v) requestHeader.append(k, e);
-  }
-  clampDeadline(requestHeader);
-  // HTTP/2's req.socket is a Proxy whose every access costs; the session knows whether it is TLS.
-  const encrypted = "stream" in req ? req.stream.session?.encrypted === true : "encrypted" in req.socket && (req.socket as { encrypted?: boolean }).encrypted === true;
-  const authority = "authority" in req ? req.authority : req.headers.host;
-  const controller = new AbortController();
-  let deadline: NodeJS.Timeout | undefined;
-  let timeoutMs = (): number | undefined => undefined;
-  if (shape.timeoutMs !== undefined) {
-    const at = Date.now() + shape.timeoutMs;
-    timeoutMs = () => at - Date.now();
-    const expire = () => controller.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded));
-    if (shape.timeoutMs <= 0) expire();
-    else deadline = setTimeout(expire, shape.timeoutMs);
-  }
-  const onClose = () => controller.abort(REQUEST_CLOSED);
-  req.once("close", onClose);
-  const { "content-type": contentType, "grpc-status": grpcStatus } = response;
-  return {
-    ...fast.spec,
-    service: fast.method.parent,
-    requestMethod: "POST",
-    protocolName: shape.protocolName,
-    url: new URL(req.url ?? "", `${encrypted ? "https" : "http"}://${authority}`).toString(),
-    signal: controller.signal,
-    timeoutMs,
-    requestHeader,
-    responseHeader: new Headers({ "content-type": contentType }),
-    responseTrailer: new Headers(grpcStatus === undefined ? undefined : { "grpc-status": grpcStatus }),
-    values: contextValues ?? createContextValues(),
-    contextValues,
-    abort(reason: unknown) {
-      clearTimeout(deadline);
-      req.off("close", onClose);
-      controller.abort(reason);
-    },
+    return true;
   };
-}
 
-/** The one message of an identity-encoded body: gRPC's single uncompressed envelope, Connect's whole body. */
-function messageBytes(body: Buffer, enveloped: boolean): Uint8Array | undefined {
-  if (!enveloped) return body;
-  if (body.length < 5 || body[0] !== 0 || body.readUInt32BE(1) !== body.length - 5) return undefined;
-  return body.subarray(5);
-}
-
-function envelope(data: Uint8Array, flags: number): Uint8Array {
-  const out = Buffer.allocUnsafe(5 + data.byteLength);
-  out[0] = flags;
-  out.writeUInt32BE(data.byteLength, 1);
-  out.set(data, 5);
-  return out;
-}
-
-/** A header value as one string, as Headers.get returns it (null when absent). */
-function single(value: string | string[] | undefined): string | null {
-  if (value === undefined) return null;
-  return typeof value === "string" ? value : value.join(", ");
-}
-
-/** The timeout header's value after clampDeadline, as connect reads it. */
-function clampedHeader(value: string | string[] | undefined, name: string): string | null {
-  const raw = single(value);
-  if (raw === null) return null;
-  const header = new Headers({ [name]: raw });
-  clampDeadline(header);
-  return header.get(name);
-}
-
-/** Headers as Node's writeHead takes them, the way connect-node converts them. */
-function nodeHeaders(headers: Headers): Record<string, string> {
-  const out: Record<string, string> = Object.create(null) as Record<string, string>;
-  headers.forEach((value, key) => {
-    out[key] = value;
-  });
-  return out;
-}
-
-/** What connect sends for an error when no errorHook is set. */
-function connectErrorOf(e: unknown): ConnectError {
-  return e instanceof ConnectError ? e : new ConnectError("internal error", Code.Internal, undefined, undefined, e);
+  return { request, stream };
 }

@@ -1,0 +1,119 @@
+import type { IncomingHttpHeaders, ServerResponse } from "node:http";
+import type { ServerHttp2Stream } from "node:http2";
+import { type DescMethod, type Message, create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { clampDeadline } from "../deadlines.js";
+import type { NodeResponse } from "../handler.js";
+import { isValidAuthority } from "../listener.js";
+
+/** An answer as it goes on the wire (headers without :status; trailers only for gRPC). */
+export interface Answer {
+  status: number;
+  headers: Record<string, string>;
+  body: Uint8Array;
+  trailers: Record<string, string> | undefined;
+}
+
+/** Authorities seen valid (clients send one or a few): `isValidAuthority` parses a URL. Bounded, since clients choose them. */
+const validAuthorities = new Set<string>();
+
+/** Whether `authority` is one `isValidAuthority` accepts, remembered. */
+export function validAuthority(authority: string | undefined): authority is string {
+  return authority !== undefined && (validAuthorities.has(authority) || rememberValid(authority));
+}
+
+function rememberValid(authority: string): boolean {
+  if (!isValidAuthority(authority)) return false;
+  if (validAuthorities.size >= 256) validAuthorities.clear();
+  validAuthorities.add(authority);
+  return true;
+}
+
+export function writeH1(res: NodeResponse, a: Answer): void {
+  if (res.destroyed) return;
+  (res as ServerResponse).writeHead(a.status, a.headers);
+  res.end(a.body);
+}
+
+/** gRPC answers end with trailers; Connect's unary answers have none, so their stream ends with the body. */
+export function writeH2(stream: ServerHttp2Stream, a: Answer): void {
+  if (stream.destroyed || stream.closed) return;
+  const trailers = a.trailers;
+  try {
+    stream.respond({ ":status": a.status, ...a.headers }, { waitForTrailers: trailers !== undefined });
+  } catch {
+    // The client reset the stream while the call ran.
+    return;
+  }
+  if (trailers !== undefined) stream.once("wantTrailers", () => stream.sendTrailers(trailers));
+  if (a.body.byteLength > 0) stream.end(a.body);
+  else stream.end();
+}
+
+/** What connect makes of an implementation's answer (a message, or the fields of one). */
+export function normalize(method: DescMethod, output: unknown): Message {
+  const message = output as Message;
+  return message.$typeName === method.output.typeName ? message : create(method.output, output as never);
+}
+
+/** One request header as `Headers.get` returns it: values trimmed of HTTP whitespace, repeats joined. */
+export function headerValue(headers: IncomingHttpHeaders, name: string): string | null {
+  const value = headers[name];
+  if (value === undefined) return null;
+  if (typeof value === "string") return trimHttpWhitespace(value);
+  return value.map(trimHttpWhitespace).join(", ");
+}
+
+const HTTP_WHITESPACE = /^[\t\n\r ]+|[\t\n\r ]+$/g;
+
+export function trimHttpWhitespace(value: string): string {
+  if (value.length === 0) return value;
+  const first = value.charCodeAt(0);
+  const last = value.charCodeAt(value.length - 1);
+  const space = (c: number) => c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
+  return space(first) || space(last) ? value.replace(HTTP_WHITESPACE, "") : value;
+}
+
+/** The one message of an identity-encoded body: gRPC's single uncompressed envelope, Connect's whole body. */
+export function messageBytes(body: Buffer, enveloped: boolean): Uint8Array | undefined {
+  if (!enveloped) return body;
+  if (body.length < 5 || body[0] !== 0 || body.readUInt32BE(1) !== body.length - 5) return undefined;
+  return body.subarray(5);
+}
+
+export function envelope(data: Uint8Array, flags: number): Uint8Array {
+  const out = Buffer.allocUnsafe(5 + data.byteLength);
+  out[0] = flags;
+  out.writeUInt32BE(data.byteLength, 1);
+  out.set(data, 5);
+  return out;
+}
+
+/** A header value as one string, as Headers.get returns it (null when absent). */
+export function single(value: string | string[] | undefined): string | null {
+  if (value === undefined) return null;
+  return typeof value === "string" ? value : value.join(", ");
+}
+
+/** The timeout header's value after clampDeadline, as connect reads it. */
+export function clampedHeader(value: string | string[] | undefined, name: string): string | null {
+  const raw = single(value);
+  if (raw === null) return null;
+  const header = new Headers({ [name]: raw });
+  clampDeadline(header);
+  return header.get(name);
+}
+
+/** Headers as Node's writeHead takes them, the way connect-node converts them. */
+export function nodeHeaders(headers: Headers): Record<string, string> {
+  const out: Record<string, string> = Object.create(null) as Record<string, string>;
+  headers.forEach((value, key) => {
+    out[key] = value;
+  });
+  return out;
+}
+
+/** What connect sends for an error when no errorHook is set. */
+export function connectErrorOf(e: unknown): ConnectError {
+  return e instanceof ConnectError ? e : new ConnectError("internal error", Code.Internal, undefined, undefined, e);
+}
