@@ -1,8 +1,9 @@
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, fromJsonString, toBinary, toJsonString } from "@bufbuild/protobuf";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { describe, expect, it } from "vitest";
 import { TestApiKeyRequestSchema, VerifyTokenRequestSchema } from "../src/gen/apikeys/v1/api_keys_pb.js";
-import { decodeRequest } from "../src/http/fast-path/request-decoder.js";
+import { decodeJsonRequest, decodeRequest } from "../src/http/fast-path/request-decoder.js";
+import { STRICT_JSON_OPTIONS } from "../src/http/strict-json.js";
 
 /*
  * The fast path's hand-written request reader must agree with protobuf-es's
@@ -55,5 +56,63 @@ describe("fast-path request decoder", () => {
     ];
     for (const [name, bytes] of cases) expect(decodeRequest(VerifyTokenRequestSchema, bytes), name).toBeUndefined();
     expect(decodeRequest(TestApiKeyRequestSchema, new BinaryWriter().tag(1, 2).string("x").finish())).toBeUndefined();
+  });
+});
+
+describe("fast-path JSON request decoder", () => {
+  const utf8 = (text: string) => new TextEncoder().encode(text);
+  const strict = (text: string) => fromJsonString(VerifyTokenRequestSchema, text, STRICT_JSON_OPTIONS);
+
+  it("reads what clients send, as the strict JSON parser does", () => {
+    const rnd = random(11);
+    const word = () => "y".repeat(Math.floor(rnd() * 30)) + String.fromCodePoint(32 + Math.floor(rnd() * 0x2fff)) + (rnd() < 0.2 ? '"\\,{}[]' : "");
+    for (let i = 0; i < 2_000; i++) {
+      const message = create(VerifyTokenRequestSchema, {
+        token: word(),
+        allOf: Array.from({ length: Math.floor(rnd() * 4) }, word),
+        anyOf: Array.from({ length: Math.floor(rnd() * 3) }, word),
+        clientIp: rnd() < 0.5 ? "10.0.0.1" : "",
+        ...(rnd() < 0.5 && { cost: BigInt(Math.floor(rnd() * 2 ** 27)) }),
+      });
+      let text = toJsonString(VerifyTokenRequestSchema, message, { useProtoFieldName: rnd() < 0.3 });
+      // Clients also send cost as a number.
+      text = text.replace(/"cost":"(\d+)"/, '"cost":$1');
+      const decoded = decodeJsonRequest(VerifyTokenRequestSchema, utf8(text));
+      const expected = strict(text);
+      if (/"cost":"/.test(text)) expect(decoded).toBeUndefined();
+      else {
+        expect(decoded, text).toBeDefined();
+        expect(decoded).toEqual(expected);
+      }
+    }
+    expect(decodeJsonRequest(TestApiKeyRequestSchema, utf8(" { } "))).toEqual(fromJsonString(TestApiKeyRequestSchema, "{}"));
+  });
+
+  it("leaves everything else to connect's parser, which refuses or reads it", () => {
+    const cases = [
+      '{"token":"a","token":"b"}',
+      '{"token":"a","tok\\u0065n":"b"}',
+      '{"allOf":["x"],"all_of":["y"]}',
+      '{"token":null}',
+      '{"allOf":null}',
+      '{"unknown":1}',
+      '{"token":1}',
+      '{"allOf":["x",1]}',
+      '{"cost":"5"}',
+      '{"cost":-1}',
+      '{"cost":1.5}',
+      '{"token":"\\ud800"}',
+      '{"allOf":["\\udc00"]}',
+      "[]",
+      "null",
+      '"token"',
+      "{",
+    ];
+    for (const text of cases) expect(decodeJsonRequest(VerifyTokenRequestSchema, utf8(text)), text).toBeUndefined();
+    expect(decodeJsonRequest(VerifyTokenRequestSchema, new Uint8Array([0x7b, 0x22, 0xc3, 0x28, 0x22, 0x3a, 0x31, 0x7d]))).toBeUndefined();
+    expect(decodeJsonRequest(TestApiKeyRequestSchema, utf8('{"x":1}'))).toBeUndefined();
+    // Nested brackets inside strings do not confuse the member count.
+    const tricky = '{"token":"a{\\"b\\":[1,2]}","allOf":["[,]","{,}"],"clientIp":""}';
+    expect(decodeJsonRequest(VerifyTokenRequestSchema, utf8(tricky))).toEqual(strict(tricky));
   });
 });

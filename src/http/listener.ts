@@ -8,6 +8,19 @@ type Handler = ((req: http.IncomingMessage | http2.Http2ServerRequest, res: http
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
+/**
+ * A response to a request whose body was not read to its end (e.g. over
+ * readMaxBytes) leaves the rest of the body on the wire: it answers with
+ * "Connection: close" so no client reuses the connection. (Implicit headers go
+ * through writeHead too.)
+ */
+class CloseUnreadResponse extends http.ServerResponse {}
+const baseWriteHead = http.ServerResponse.prototype.writeHead;
+CloseUnreadResponse.prototype.writeHead = function (this: CloseUnreadResponse, ...args: unknown[]) {
+  if (!this.req.complete) this.shouldKeepAlive = false;
+  return (baseWriteHead as (...a: unknown[]) => CloseUnreadResponse).apply(this, args);
+} as http.ServerResponse["writeHead"];
+
 /** A listening port that speaks HTTP/1.1 and cleartext HTTP/2 (prior knowledge). */
 export interface Listener {
   port: number;
@@ -27,18 +40,12 @@ export async function listen(handler: Handler, port: number, host: string | unde
       requestTimeout: limits.requestTimeoutMs,
       // Timeouts are enforced at most this late.
       connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(limits.headersTimeoutMs / 4))),
+      ServerResponse: CloseUnreadResponse,
     },
     (req, res) => {
       const socket = req.socket;
       inFlight.set(socket, (inFlight.get(socket) ?? 0) + 1);
       if (closing) res.setHeader("connection", "close");
-      // A request answered before its body was read (e.g. over readMaxBytes) leaves the rest of the
-      // body on the wire: answer with "Connection: close" so no client reuses the connection.
-      const writeHead = res.writeHead;
-      res.writeHead = function (this: http.ServerResponse, ...args: Parameters<typeof writeHead>) {
-        if (!req.complete) this.shouldKeepAlive = false;
-        return writeHead.apply(this, args);
-      } as typeof writeHead;
       res.once("close", () => {
         const left = (inFlight.get(socket) ?? 1) - 1;
         inFlight.set(socket, left);
@@ -62,7 +69,7 @@ export async function listen(handler: Handler, port: number, host: string | unde
   });
 
   const perAddress = new Map<string, number>();
-  const server = net.createServer((socket) => {
+  const server = net.createServer({ noDelay: true }, (socket) => {
     const address = socket.remoteAddress ?? "";
     const open = perAddress.get(address) ?? 0;
     if (limits.maxConnectionsPerAddress > 0 && open >= limits.maxConnectionsPerAddress) {
@@ -248,8 +255,16 @@ function withRequestTimeout(handler: Handler, timeoutMs: number): Handler {
 /** host or IP-literal with an optional port (RFC 3986 authority without userinfo). */
 const AUTHORITY = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(:[0-9]{0,5})?$/;
 
+/** Authorities seen valid (clients send one or a few), so that most requests parse no URL. Bounded, since clients choose them. */
+const validAuthorities = new Set<string>();
+
 export function isValidAuthority(authority: string | undefined): authority is string {
-  return authority !== undefined && AUTHORITY.test(authority) && URL.canParse(`http://${authority}/`);
+  if (authority === undefined) return false;
+  if (validAuthorities.has(authority)) return true;
+  if (!AUTHORITY.test(authority) || !URL.canParse(`http://${authority}/`)) return false;
+  if (validAuthorities.size >= 256) validAuthorities.clear();
+  validAuthorities.add(authority);
+  return true;
 }
 
 /**

@@ -10,9 +10,10 @@ import type { FrontHandler } from "../connect-adapter.js";
 import type { StreamHandler } from "../handler.js";
 import { readRequestBody, singleMessageLimit } from "../request-body.js";
 import { LazyHandlerContext, type RequestFacts } from "./handler-context.js";
-import { decodeRequest } from "./request-decoder.js";
+import { decodeJsonRequest, decodeRequest } from "./request-decoder.js";
 import { type WireFormat, encodedMessage } from "./response-bytes.js";
-import { type Answer, clampedHeader, connectErrorOf, envelope, headerValue, messageBytes, nodeHeaders, normalize, single, validAuthority, writeH1, writeH2 } from "./wire.js";
+import { type Answer, clampedHeader, connectErrorOf, envelope, headerValue, messageBytes, nodeHeaders, normalize, single, writeH1, writeH2 } from "./wire.js";
+import { isValidAuthority } from "../listener.js";
 
 /** The RPCs the fast path serves, by method name. */
 export const FAST_METHODS = ["VerifyToken", "TestApiKey"] as const;
@@ -103,10 +104,8 @@ export function fastPath(options: FastPathOptions, adapter: ConnectNodeAdapterOp
     if (body.length > limit) return undefined;
     const message = messageBytes(body, shape.format === "grpc");
     if (message === undefined) return undefined;
-    if (shape.format !== "json") {
-      const decoded = decodeRequest(fast.method.input, message);
-      if (decoded !== undefined) return decoded;
-    }
+    const decoded = shape.format === "json" ? decodeJsonRequest(fast.method.input, message) : decodeRequest(fast.method.input, message);
+    if (decoded !== undefined) return decoded;
     try {
       return fast.serialization.getI(shape.format !== "json").parse(message);
     } catch {
@@ -243,7 +242,7 @@ export function fastPath(options: FastPathOptions, adapter: ConnectNodeAdapterOp
     const fast = methods.get(path);
     if (fast === undefined) return false;
     const authority = headers[":authority"];
-    if (!validAuthority(authority)) return false;
+    if (!isValidAuthority(authority)) return false;
     const shape = shapeOf(headers, true);
     if (shape === undefined) return false;
     const limit = singleMessageLimit(shape.format === "grpc", readMaxBytes);

@@ -54,6 +54,90 @@ function decodeVerifyTokenRequest(bytes: Uint8Array): VerifyTokenRequest | undef
   return create(VerifyTokenRequestSchema, cost === undefined ? { token, allOf, anyOf, clientIp } : { token, allOf, anyOf, clientIp, cost });
 }
 
+/** JSON member names of VerifyTokenRequest (JSON and proto names) and the field each sets. */
+const JSON_FIELDS: Record<string, "token" | "allOf" | "anyOf" | "clientIp" | "cost"> = {
+  token: "token",
+  allOf: "allOf",
+  all_of: "allOf",
+  anyOf: "anyOf",
+  any_of: "anyOf",
+  clientIp: "clientIp",
+  client_ip: "clientIp",
+  cost: "cost",
+};
+
+/**
+ * Reads the JSON requests of the fast-path methods in their common shape without
+ * reflection: an object of known members (each field named once, in one of its
+ * two spellings), strings, arrays of strings, and `cost` as an integer under 2^28;
+ * for TestApiKey `{}`. Anything else — null, another type, an unknown or repeated
+ * member, text that is not UTF-8 — is undefined, for connect's own parser to read
+ * or refuse. What it returns equals what fromJsonString returns (with the
+ * server's strict options) for the same text.
+ */
+export function decodeJsonRequest(schema: DescMessage, bytes: Uint8Array): Message | undefined {
+  let text: string;
+  let json: unknown;
+  try {
+    text = utf8.decode(bytes);
+    json = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (json === null || typeof json !== "object" || Array.isArray(json)) return undefined;
+  const members = Object.keys(json);
+  // JSON.parse keeps the last of repeated members, which the strict parser refuses.
+  if (topLevelMemberCount(text) !== members.length) return undefined;
+  if (schema === TestApiKeyRequestSchema) return members.length === 0 ? create(TestApiKeyRequestSchema) : undefined;
+  if (schema !== VerifyTokenRequestSchema) return undefined;
+  const init: { token?: string; allOf?: string[]; anyOf?: string[]; clientIp?: string; cost?: bigint } = {};
+  for (const member of members) {
+    const field = JSON_FIELDS[member];
+    if (field === undefined || init[field] !== undefined) return undefined;
+    const value = (json as Record<string, unknown>)[member];
+    if (field === "token" || field === "clientIp") {
+      if (!isText(value)) return undefined;
+      init[field] = value;
+    } else if (field === "cost") {
+      if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value >= 2 ** 28) return undefined;
+      init.cost = BigInt(value);
+    } else {
+      if (!Array.isArray(value) || !value.every(isText)) return undefined;
+      init[field] = value as string[];
+    }
+  }
+  return create(VerifyTokenRequestSchema, init);
+}
+
+/** A string that is valid Unicode text (JSON escapes can spell lone surrogates, which proto strings refuse). */
+function isText(value: unknown): value is string {
+  return typeof value === "string" && (value as string & { isWellFormed(): boolean }).isWellFormed();
+}
+
+/** The number of members of the top-level object in `text` (which JSON.parse accepted), repeats included. */
+function topLevelMemberCount(text: string): number {
+  let depth = 0;
+  let count = 0;
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      // A string: skip to its closing quote.
+      if (depth === 1 && expectKey) count++;
+      expectKey = false;
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+    } else if (c === 0x7b || c === 0x5b) {
+      depth++;
+      expectKey = c === 0x7b && depth === 1;
+    } else if (c === 0x7d || c === 0x5d) {
+      depth--;
+    } else if (c === 0x2c && depth === 1) {
+      expectKey = true;
+    }
+  }
+  return count;
+}
+
 /** A varint of at most 4 bytes (under 2^28), or undefined. */
 function varint(bytes: Uint8Array, at: number): { value: number; next: number } | undefined {
   let value = 0;

@@ -4,7 +4,6 @@ import { type DescMethod, type Message, create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { clampDeadline } from "../deadlines.js";
 import type { NodeResponse } from "../handler.js";
-import { isValidAuthority } from "../listener.js";
 
 /** An answer as it goes on the wire (headers without :status; trailers only for gRPC). */
 export interface Answer {
@@ -12,21 +11,6 @@ export interface Answer {
   headers: Record<string, string>;
   body: Uint8Array;
   trailers: Record<string, string> | undefined;
-}
-
-/** Authorities seen valid (clients send one or a few): `isValidAuthority` parses a URL. Bounded, since clients choose them. */
-const validAuthorities = new Set<string>();
-
-/** Whether `authority` is one `isValidAuthority` accepts, remembered. */
-export function validAuthority(authority: string | undefined): authority is string {
-  return authority !== undefined && (validAuthorities.has(authority) || rememberValid(authority));
-}
-
-function rememberValid(authority: string): boolean {
-  if (!isValidAuthority(authority)) return false;
-  if (validAuthorities.size >= 256) validAuthorities.clear();
-  validAuthorities.add(authority);
-  return true;
 }
 
 export function writeH1(res: NodeResponse, a: Answer): void {
