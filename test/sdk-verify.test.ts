@@ -134,6 +134,10 @@ describe("KeyVerifier", () => {
     const calls = verifier.remoteCalls;
     const garbage = await verifier.verify("ak_not-a-token");
     expect(garbage).toEqual({ valid: false, code: VerifyCode.NOT_FOUND });
+    // The right length with a wrong checksum: refused offline too (the cache is asked first, the format on a miss).
+    const real = generateToken("ak");
+    const badChecksum = real.slice(0, -1) + (real.endsWith("A") ? "B" : "A");
+    expect(await verifier.verify(badChecksum)).toEqual({ valid: false, code: VerifyCode.NOT_FOUND });
     expect(verifier.remoteCalls).toBe(calls);
     const unknown = generateToken("ak");
     const verdicts = await Promise.all(Array.from({ length: 50 }, () => verifier.verify(unknown)));
