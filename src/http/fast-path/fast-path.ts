@@ -197,6 +197,12 @@ export function fastPath(options: FastPathOptions, adapter: ConnectNodeAdapterOp
     return { header, trailer };
   }
 
+  /** Answers a request the fast path read and decoded, and counts it. */
+  function serve(fast: FastMethod, shape: Shape, input: unknown, facts: Omit<RequestFacts, "method" | "protocolName" | "timeoutMs">, write: (a: Answer) => void): void {
+    options.observe?.("served");
+    answer(fast, shape, { ...facts, method: fast.method, protocolName: shape.protocolName, timeoutMs: shape.timeoutMs }, input).then(write, () => {});
+  }
+
   const request: FrontHandler = (req, res, generic) => {
     // HTTP/2 requests reach the fast path as streams (see `stream`).
     if (req.method !== "POST" || "stream" in req) return false;
@@ -214,24 +220,9 @@ export function fastPath(options: FastPathOptions, adapter: ConnectNodeAdapterOp
         generic(Promise.resolve(body));
         return;
       }
-      options.observe?.("served");
       const socket = req.socket as { encrypted?: boolean } | null;
-      const facts: RequestFacts = {
-        method: fast.method,
-        protocolName: shape.protocolName,
-        headers: req.headers,
-        path: req.url ?? "",
-        authority: req.headers.host ?? "",
-        encrypted: socket?.encrypted === true,
-        timeoutMs: shape.timeoutMs,
-        values: options.contextValues(req),
-        closed: () => req.destroyed,
-        onClose: (listener) => (req.once("close", listener), () => req.off("close", listener)),
-      };
-      answer(fast, shape, facts, input).then(
-        (a) => writeH1(res, a),
-        () => {},
-      );
+      const facts = { headers: req.headers, path: req.url ?? "", authority: req.headers.host ?? "", encrypted: socket?.encrypted === true };
+      serve(fast, shape, input, { ...facts, values: options.contextValues(req), source: req }, (a) => writeH1(res, a));
     });
     return true;
   };
@@ -254,24 +245,9 @@ export function fastPath(options: FastPathOptions, adapter: ConnectNodeAdapterOp
         handOn(Promise.resolve(body));
         return;
       }
-      options.observe?.("served");
       const session = stream.session;
-      const facts: RequestFacts = {
-        method: fast.method,
-        protocolName: shape.protocolName,
-        headers,
-        path,
-        authority,
-        encrypted: session?.encrypted === true,
-        timeoutMs: shape.timeoutMs,
-        values: options.contextValues({ socket: session?.socket }),
-        closed: () => stream.closed || stream.destroyed,
-        onClose: (listener) => (stream.once("close", listener), () => stream.off("close", listener)),
-      };
-      answer(fast, shape, facts, input).then(
-        (a) => writeH2(stream, a),
-        () => {},
-      );
+      const facts = { headers, path, authority, encrypted: session?.encrypted === true };
+      serve(fast, shape, input, { ...facts, values: options.contextValues({ socket: session?.socket }), source: stream }, (a) => writeH2(stream, a));
     });
     return true;
   };

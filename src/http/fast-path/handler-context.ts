@@ -1,6 +1,7 @@
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues, type HandlerContext } from "@connectrpc/connect";
 import type { IncomingHttpHeaders } from "node:http";
+import type { Readable } from "node:stream";
 import { clampDeadline } from "../deadlines.js";
 
 /** The abort reason of a call that ended (connect's context aborts without one, which builds a DOMException per call). */
@@ -19,9 +20,8 @@ export interface RequestFacts {
   /** The parsed timeout header, if any (already clamped). */
   timeoutMs: number | undefined;
   values: ContextValues;
-  /** Whether the request has closed already, and a way to hear when it does. */
-  closed(): boolean;
-  onClose(listener: () => void): () => void;
+  /** The request (HTTP/1.1) or stream (HTTP/2): its "close" aborts the signal. */
+  source: Readable & { closed?: boolean };
 }
 
 /**
@@ -91,9 +91,12 @@ export class LazyHandlerContext implements HandlerContext {
     if (this.controller === undefined) {
       const controller = (this.controller = new AbortController());
       if (this.ended) controller.abort(CALL_ENDED);
-      else if (this.facts.closed()) controller.abort(REQUEST_CLOSED);
+      else if (this.facts.source.destroyed || this.facts.source.closed === true) controller.abort(REQUEST_CLOSED);
       else {
-        const offClose = this.facts.onClose(() => this.abort(REQUEST_CLOSED));
+        const source = this.facts.source;
+        const onClose = () => this.abort(REQUEST_CLOSED);
+        source.once("close", onClose);
+        const offClose = () => source.off("close", onClose);
         let timer: NodeJS.Timeout | undefined;
         if (this.deadlineAt !== undefined) {
           const expire = () => controller.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded));
