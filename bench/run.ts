@@ -19,7 +19,8 @@ import { generateToken } from "../src/tokens/token.js";
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const SCALE_KEYS = Number(process.env.BENCH_SCALE_KEYS ?? 1_000_000);
 const REVOCATION_TRIALS = Number(process.env.BENCH_REVOCATION_TRIALS ?? 200);
-const WARM_ONLY = process.env.BENCH_ONLY === "warm";
+/** "warm": the warm rows alone; "cold": all but them. */
+const ONLY = process.env.BENCH_ONLY;
 /**
  * With two or more cores (and taskset), the servers run on core 0 and the load
  * generators on core 1, so that neither steals the other's core: on a 2-core
@@ -253,65 +254,68 @@ async function main(): Promise<void> {
     const grpcAnswer = await h2Body(base + verifyPath, grpcFrame(binary), grpcHeaders);
     await control(a, "/grpc-key", { token: target.token, response: grpcAnswer.subarray(5).toString("base64") });
 
-    // 1–2. Warm VerifyToken against the empty RPC and the raw handlers, per protocol.
-    const warmGrpc = h2load(base + verifyPath, grpcFrame(binary), grpcHeaders);
-    const emptyGrpc = h2load(`http://127.0.0.1:${a.empty}${emptyPath}`, grpcFrame(new Uint8Array()), grpcHeaders);
-    const rawGrpc = h2load(`http://127.0.0.1:${a.raw2}${verifyPath}`, grpcFrame(binary), grpcHeaders);
-    const grpcjs = h2load(`http://127.0.0.1:${a.grpcjs}${verifyPath}`, grpcFrame(binary), grpcHeaders);
-    const warmGrpcMulti = h2load(base + verifyPath, grpcFrame(binary), grpcHeaders, { conns: 4, streams: 10 });
-    const grpcjsMulti = h2load(`http://127.0.0.1:${a.grpcjs}${verifyPath}`, grpcFrame(binary), grpcHeaders, { conns: 4, streams: 10 });
-    const warmProto = h2load(base + verifyPath, binary, protoHeaders);
-    // h2load cannot send an empty body: an Empty message with one unknown field (15: 0) stands in.
-    const emptyProto = h2load(`http://127.0.0.1:${a.empty}${emptyPath}`, new Uint8Array([0x78, 0x00]), protoHeaders);
-    const rawProto = h2load(`http://127.0.0.1:${a.raw2}${verifyPath}`, binary, protoHeaders);
-    const warmJson = wrk(base + verifyPath, json, jsonHeaders);
-    const genericBase = `http://127.0.0.1:${a.generic}`;
-    const genericGrpc = h2load(genericBase + verifyPath, grpcFrame(binary), grpcHeaders);
-    const genericGrpcMulti = h2load(genericBase + verifyPath, grpcFrame(binary), grpcHeaders, { conns: 4, streams: 10 });
-    const genericProto = h2load(genericBase + verifyPath, binary, protoHeaders);
-    const genericJson = wrk(genericBase + verifyPath, json, jsonHeaders);
-    const emptyJson = wrk(`http://127.0.0.1:${a.empty}${emptyPath}`, "{}", jsonHeaders);
-    const rawJson = wrk(`http://127.0.0.1:${a.raw1}${verifyPath}`, json, jsonHeaders);
+    // BENCH_ONLY=cold skips them (the cold and scale rows alone, for iterating on the cold path).
+    if (ONLY !== "cold") {
+      // 1–2. Warm VerifyToken against the empty RPC and the raw handlers, per protocol.
+      const warmGrpc = h2load(base + verifyPath, grpcFrame(binary), grpcHeaders);
+      const emptyGrpc = h2load(`http://127.0.0.1:${a.empty}${emptyPath}`, grpcFrame(new Uint8Array()), grpcHeaders);
+      const rawGrpc = h2load(`http://127.0.0.1:${a.raw2}${verifyPath}`, grpcFrame(binary), grpcHeaders);
+      const grpcjs = h2load(`http://127.0.0.1:${a.grpcjs}${verifyPath}`, grpcFrame(binary), grpcHeaders);
+      const warmGrpcMulti = h2load(base + verifyPath, grpcFrame(binary), grpcHeaders, { conns: 4, streams: 10 });
+      const grpcjsMulti = h2load(`http://127.0.0.1:${a.grpcjs}${verifyPath}`, grpcFrame(binary), grpcHeaders, { conns: 4, streams: 10 });
+      const warmProto = h2load(base + verifyPath, binary, protoHeaders);
+      // h2load cannot send an empty body: an Empty message with one unknown field (15: 0) stands in.
+      const emptyProto = h2load(`http://127.0.0.1:${a.empty}${emptyPath}`, new Uint8Array([0x78, 0x00]), protoHeaders);
+      const rawProto = h2load(`http://127.0.0.1:${a.raw2}${verifyPath}`, binary, protoHeaders);
+      const warmJson = wrk(base + verifyPath, json, jsonHeaders);
+      const genericBase = `http://127.0.0.1:${a.generic}`;
+      const genericGrpc = h2load(genericBase + verifyPath, grpcFrame(binary), grpcHeaders);
+      const genericGrpcMulti = h2load(genericBase + verifyPath, grpcFrame(binary), grpcHeaders, { conns: 4, streams: 10 });
+      const genericProto = h2load(genericBase + verifyPath, binary, protoHeaders);
+      const genericJson = wrk(genericBase + verifyPath, json, jsonHeaders);
+      const emptyJson = wrk(`http://127.0.0.1:${a.empty}${emptyPath}`, "{}", jsonHeaders);
+      const rawJson = wrk(`http://127.0.0.1:${a.raw1}${verifyPath}`, json, jsonHeaders);
 
-    emptyGrpc.name = "empty RPC, gRPC h2c";
-    rawGrpc.name = "raw node:http2, gRPC bytes";
-    grpcjs.name = "@grpc/grpc-js, same lookup (16×1)";
-    grpcjsMulti.name = "@grpc/grpc-js, same lookup (4×10)";
-    emptyProto.name = "empty RPC, Connect proto h2c";
-    rawProto.name = "raw node:http2, Connect bytes";
-    emptyJson.name = "empty RPC, Connect JSON HTTP/1.1";
-    rawJson.name = "raw node:http, JSON bytes";
-    compare(warmGrpc, "warm VerifyToken, gRPC h2c", emptyGrpc, emptyGrpc.name, 0.9);
-    rows.push(emptyGrpc, warmGrpc);
-    const vsRawGrpc = { ...warmGrpc };
-    compare(vsRawGrpc, "  … vs raw node:http2", rawGrpc, rawGrpc.name, 0.5);
-    const vsGrpcjs = { ...warmGrpc };
-    compare(vsGrpcjs, "  … vs @grpc/grpc-js (16×1)", grpcjs, grpcjs.name, 1.0);
-    compare(warmGrpcMulti, "warm VerifyToken, gRPC h2c (4×10)", grpcjsMulti, grpcjsMulti.name, 1.0);
-    rows.push(rawGrpc, vsRawGrpc, grpcjs, vsGrpcjs, grpcjsMulti, warmGrpcMulti);
-    compare(warmProto, "warm VerifyToken, Connect proto h2c", emptyProto, emptyProto.name, 0.9);
-    const vsRawProto = { ...warmProto };
-    compare(vsRawProto, "  … vs raw node:http2", rawProto, rawProto.name, 0.5);
-    rows.push(emptyProto, warmProto, rawProto, vsRawProto);
-    compare(warmJson, "warm VerifyToken, Connect JSON HTTP/1.1", emptyJson, emptyJson.name, 0.9);
-    const vsRawJson = { ...warmJson };
-    compare(vsRawJson, "  … vs raw node:http", rawJson, rawJson.name, 0.5);
-    rows.push(emptyJson, warmJson, rawJson, vsRawJson);
-    // Before/after in the same run: the same server's generic path (APIKEYS_FAST_PATH=0).
-    for (const [row, name, fast] of [
-      [genericGrpc, "generic path (fast path off), gRPC h2c", warmGrpc],
-      [genericGrpcMulti, "generic path (fast path off), gRPC h2c (4×10)", warmGrpcMulti],
-      [genericProto, "generic path (fast path off), Connect proto h2c", warmProto],
-      [genericJson, "generic path (fast path off), Connect JSON HTTP/1.1", warmJson],
-    ] as const) {
-      row.name = name;
-      row.ratio = (row.rps ?? NaN) / (fast.rps ?? NaN);
-      row.note = `ratio: generic / fast path${row.note ? `; ${row.note}` : ""}`;
-      rows.push(row);
+      emptyGrpc.name = "empty RPC, gRPC h2c";
+      rawGrpc.name = "raw node:http2, gRPC bytes";
+      grpcjs.name = "@grpc/grpc-js, same lookup (16×1)";
+      grpcjsMulti.name = "@grpc/grpc-js, same lookup (4×10)";
+      emptyProto.name = "empty RPC, Connect proto h2c";
+      rawProto.name = "raw node:http2, Connect bytes";
+      emptyJson.name = "empty RPC, Connect JSON HTTP/1.1";
+      rawJson.name = "raw node:http, JSON bytes";
+      compare(warmGrpc, "warm VerifyToken, gRPC h2c", emptyGrpc, emptyGrpc.name, 0.9);
+      rows.push(emptyGrpc, warmGrpc);
+      const vsRawGrpc = { ...warmGrpc };
+      compare(vsRawGrpc, "  … vs raw node:http2", rawGrpc, rawGrpc.name, 0.5);
+      const vsGrpcjs = { ...warmGrpc };
+      compare(vsGrpcjs, "  … vs @grpc/grpc-js (16×1)", grpcjs, grpcjs.name, 1.0);
+      compare(warmGrpcMulti, "warm VerifyToken, gRPC h2c (4×10)", grpcjsMulti, grpcjsMulti.name, 1.0);
+      rows.push(rawGrpc, vsRawGrpc, grpcjs, vsGrpcjs, grpcjsMulti, warmGrpcMulti);
+      compare(warmProto, "warm VerifyToken, Connect proto h2c", emptyProto, emptyProto.name, 0.9);
+      const vsRawProto = { ...warmProto };
+      compare(vsRawProto, "  … vs raw node:http2", rawProto, rawProto.name, 0.5);
+      rows.push(emptyProto, warmProto, rawProto, vsRawProto);
+      compare(warmJson, "warm VerifyToken, Connect JSON HTTP/1.1", emptyJson, emptyJson.name, 0.9);
+      const vsRawJson = { ...warmJson };
+      compare(vsRawJson, "  … vs raw node:http", rawJson, rawJson.name, 0.5);
+      rows.push(emptyJson, warmJson, rawJson, vsRawJson);
+      // Before/after in the same run: the same server's generic path (APIKEYS_FAST_PATH=0).
+      for (const [row, name, fast] of [
+        [genericGrpc, "generic path (fast path off), gRPC h2c", warmGrpc],
+        [genericGrpcMulti, "generic path (fast path off), gRPC h2c (4×10)", warmGrpcMulti],
+        [genericProto, "generic path (fast path off), Connect proto h2c", warmProto],
+        [genericJson, "generic path (fast path off), Connect JSON HTTP/1.1", warmJson],
+      ] as const) {
+        row.name = name;
+        row.ratio = (row.rps ?? NaN) / (fast.rps ?? NaN);
+        row.note = `ratio: generic / fast path${row.note ? `; ${row.note}` : ""}`;
+        rows.push(row);
+      }
     }
 
     // BENCH_ONLY=warm: the warm rows alone (about a minute), for iterating on the hot path.
-    if (!WARM_ONLY) {
+    if (ONLY !== "warm") {
       // SDK: a cached in-process verification (the KeyVerifier behind apiKeyAuth), on this one core.
       const sdkClients = createApiKeysClients({ baseUrl: base, token: verifierToken });
       const keyVerifier = new KeyVerifier({ client: sdkClients.apiKeys });
@@ -360,13 +364,14 @@ async function main(): Promise<void> {
         rows.push(row);
       }
 
-      // 3. Cold VerifyToken (cache off) vs the bare indexed SELECT through the same pool.
+      // 3. Cold VerifyToken vs the bare indexed SELECT through the same pool. The goal row: a key not
+      // in the cache on a running instance (its policy known from other keys, as it nearly always is);
+      // beside it, with nothing cached at all (Postgres: an instance with the cache off).
       const cold = databaseUrl ? await startBenchServer({ ...env, APIKEYS_CACHE_MAX_ENTRIES: "0" }) : a;
-      const coldNote = databaseUrl ? "instance with the cache off" : "cache emptied before each call";
-      const coldSequence = async (server: BenchServer) => {
-        const n = 2000;
-        const sel = await control(server, `/select?n=${n}`, [target.token]);
-        const ver = await control(server, `/cold-verify?n=${n}`, [target.token]);
+      const coldNote = databaseUrl ? "instance with the cache off: key, policy and consumer in one join" : "cache emptied before each call";
+      const coldSequence = async (server: BenchServer, evict: "key" | "all" = "all") => {
+        const n = 5000;
+        const { select: sel, verify: ver } = await control(server, `/cold?n=${n}&evict=${evict}`, [target.token]);
         return { sel, ver, n };
       };
       if (databaseUrl) {
@@ -375,13 +380,26 @@ async function main(): Promise<void> {
         coldRpc.note = "DB-bound throughput";
         rows.push(coldRpc);
       }
-      const { sel, ver, n } = await coldSequence(cold);
-      const selSorted = [...sel.latencies].sort((x: number, y: number) => x - y);
-      const verSorted = [...ver.latencies].sort((x: number, y: number) => x - y);
-      const selRow2: Row = { name: databaseUrl ? "bare indexed SELECT, prepared, same pool" : "bare indexed SELECT, same connection", rps: n / (sel.elapsedMs / 1000), p50: percentile(selSorted, 50), p99: percentile(selSorted, 99) };
-      const verRow: Row = { name: "cold verify, in-process, sequential", rps: n / (ver.elapsedMs / 1000), p50: percentile(verSorted, 50), p99: percentile(verSorted, 99), note: coldNote };
-      compare(verRow, verRow.name, selRow2, "bare SELECT", 0.8);
-      rows.push(selRow2, verRow);
+      const sequenceRows = (sel: { elapsedMs: number; latencies: number[] }, ver: { elapsedMs: number; latencies: number[] }, n: number, name: string, note: string) => {
+        const selSorted = [...sel.latencies].sort((x: number, y: number) => x - y);
+        const verSorted = [...ver.latencies].sort((x: number, y: number) => x - y);
+        const selRow: Row = { name: databaseUrl ? "bare indexed SELECT, prepared, same pool" : "bare indexed SELECT, same connection", rps: n / (sel.elapsedMs / 1000), p50: percentile(selSorted, 50), p99: percentile(selSorted, 99) };
+        const verRow: Row = { name, rps: n / (ver.elapsedMs / 1000), p50: percentile(verSorted, 50), p99: percentile(verSorted, 99), note };
+        return { selRow, verRow };
+      };
+      {
+        const { sel, ver, n } = await coldSequence(a, "key");
+        const { selRow, verRow } = sequenceRows(sel, ver, n, "cold verify, key not cached (policy known), in-process, sequential", "the key's entry evicted before each call");
+        compare(verRow, verRow.name, selRow, "bare SELECT", 0.8);
+        rows.push(selRow, verRow);
+      }
+      {
+        const { sel, ver, n } = await coldSequence(cold);
+        const { selRow, verRow } = sequenceRows(sel, ver, n, "cold verify, nothing cached, in-process, sequential", coldNote);
+        verRow.ratio = (verRow.rps ?? NaN) / (selRow.rps ?? NaN);
+        verRow.note = `${verRow.note}; ratio: vs the bare SELECT, no goal`;
+        rows.push(selRow, verRow);
+      }
 
       // 5. Revocation propagation between two instances on one Postgres.
       if (databaseUrl) {

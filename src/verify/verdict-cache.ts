@@ -18,8 +18,10 @@ const ENTRY_OVERHEAD_BYTES = 600;
 function estimateBytes(hash: string, record: KeyRecord): number {
   let chars = hash.length + record.id.length + record.name.length + record.start.length + record.description.length;
   chars += (record.createdBy?.length ?? 0) + (record.consumer === null ? 0 : record.consumer.id.length + record.consumer.username.length);
-  for (const [k, v] of Object.entries(record.metadata)) chars += k.length + v.length + 16;
-  for (const [k, v] of Object.entries(record.environment)) chars += k.length + String(v).length + 16;
+  // for…in, not Object.entries: no array of pairs per entry on the cold path.
+  const { metadata, environment } = record;
+  for (const k in metadata) chars += k.length + metadata[k]!.length + 16;
+  for (const k in environment) chars += k.length + String(environment[k]).length + 16;
   for (const cidr of record.allowedCidrs) chars += cidr.length + 8;
   return ENTRY_OVERHEAD_BYTES + 2 * chars;
 }
@@ -31,9 +33,28 @@ export interface CachedKey {
   origins: OriginFilter;
 }
 
+/** A policy version shared by the cached keys that use it. */
+interface SharedPolicy {
+  policy: KeyRecord["policy"];
+  permissionSet: ReadonlySet<string>;
+  /**
+   * Until when (epoch ms) a cold lookup may take this policy instead of reading it: as
+   * long as an entry cached with it could live. 0: shared only, never answered from.
+   */
+  trustedUntil: number;
+}
+
+/** The filter of the default allow-list (every IPv4 and IPv6 origin). */
+const ANY_ORIGIN = new OriginFilter(["0.0.0.0/0", "::/0"]);
+
+/** Most policies and consumers remembered for cold lookups; past it the oldest go. */
+const MAX_SHARED = 10_000;
+
 /**
  * Bounded LRU of verdict inputs keyed by token hash, with indexes by key and
- * policy id so an invalidation evicts exactly the affected entries.
+ * policy id so an invalidation evicts exactly the affected entries. It also
+ * remembers the policies and consumers of the entries it caches, so that a cold
+ * lookup of another key of the same policy reads only that key's own row.
  */
 export class VerdictCache {
   private readonly entries = new Map<string, Entry>();
@@ -45,7 +66,9 @@ export class VerdictCache {
    * One policy object and permission set per policy version, shared by all its
    * cached keys: a cached key then costs its own fields, not a copy of its policy.
    */
-  private readonly policies = new Map<string, { policy: KeyRecord["policy"]; permissionSet: ReadonlySet<string> }>();
+  private readonly policies = new Map<string, SharedPolicy>();
+  /** Consumers' usernames by id (a consumer never changes; deleting one deletes its keys first). */
+  private readonly consumers = new Map<string, string>();
   /** Compiled allow-lists shared by keys with the same CIDRs (most keep the any-origin default). */
   private readonly originFilters = new Map<string, OriginFilter>();
   /** Sum of the entries' estimated bytes. */
@@ -75,6 +98,26 @@ export class VerdictCache {
     return this.generation;
   }
 
+  /** Whether an entry read now could be cached for `ttlMs` at all. */
+  canStore(ttlMs: number): boolean {
+    return this.maxEntries > 0 && ttlMs > 0;
+  }
+
+  /**
+   * The policy of a cached entry, while such an entry could still be cached: no
+   * invalidation of the policy since and not older than the cache's TTL. A lookup
+   * that takes it caches its result at the generation it started at, as any other.
+   */
+  knownPolicy(id: string): KeyRecord["policy"] | undefined {
+    const shared = this.policies.get(id);
+    return shared !== undefined && shared.trustedUntil > this.now() ? shared.policy : undefined;
+  }
+
+  /** The username of a consumer a cached entry had. */
+  knownConsumer(id: string): string | undefined {
+    return this.consumers.get(id);
+  }
+
   get(hash: string): CachedKey | undefined {
     const entry = this.entries.get(hash);
     if (entry === undefined) {
@@ -98,8 +141,11 @@ export class VerdictCache {
    * for `ttlMs` but never past `notAfter` (epoch ms), e.g. a rotation grace end.
    */
   set(hash: string, record: KeyRecord, ttlMs: number, generation: number, notAfter = Infinity): CachedKey {
-    const expiresAt = Math.min(this.now() + ttlMs, notAfter);
-    const shared = this.sharedPolicy(record.policy);
+    const now = this.now();
+    const expiresAt = Math.min(now + ttlMs, notAfter);
+    const stored = generation === this.generation && this.maxEntries > 0 && ttlMs > 0 && expiresAt > now;
+    // A policy read at the entry's generation may answer for other keys as long as the entry may: until the TTL, not the grace end.
+    const shared = this.sharedPolicy(record.policy, stored ? now + ttlMs : 0);
     const entry: Entry = {
       record: shared.policy === record.policy ? record : { ...record, policy: shared.policy },
       permissionSet: shared.permissionSet,
@@ -107,7 +153,8 @@ export class VerdictCache {
       expiresAt,
       bytes: estimateBytes(hash, record),
     };
-    if (generation !== this.generation || this.maxEntries === 0 || ttlMs <= 0 || expiresAt <= this.now()) return entry;
+    if (!stored) return entry;
+    if (record.consumer !== null && !this.consumers.has(record.consumer.id)) remember(this.consumers, record.consumer.id, record.consumer.username);
     this.delete(hash);
     this.entries.set(hash, entry);
     this.totalBytes += entry.bytes;
@@ -142,18 +189,28 @@ export class VerdictCache {
     this.byKey.clear();
     this.byPolicy.clear();
     this.policies.clear();
+    this.consumers.clear();
   }
 
-  /** The shared copy of a policy when it is the same version, else this one (which becomes shared). */
-  private sharedPolicy(policy: KeyRecord["policy"]): { policy: KeyRecord["policy"]; permissionSet: ReadonlySet<string> } {
+  /**
+   * The shared copy of a policy when it is the same version (trusted until at least
+   * `trustUntil`), else this one, which becomes the shared copy, trusted until then.
+   */
+  private sharedPolicy(policy: KeyRecord["policy"], trustUntil: number): SharedPolicy {
     const known = this.policies.get(policy.id);
-    if (known !== undefined && samePolicy(known.policy, policy)) return known;
-    const fresh = { policy, permissionSet: new Set(policy.permissions) };
-    this.policies.set(policy.id, fresh);
+    if (known !== undefined && (known.policy === policy || samePolicy(known.policy, policy))) {
+      if (trustUntil > known.trustedUntil) known.trustedUntil = trustUntil;
+      return known;
+    }
+    const fresh: SharedPolicy = { policy, permissionSet: new Set(policy.permissions), trustedUntil: trustUntil };
+    this.policies.delete(policy.id);
+    remember(this.policies, policy.id, fresh);
     return fresh;
   }
 
   private originFilter(cidrs: readonly string[]): OriginFilter {
+    // Most keys keep the default list: no joined string to build for them.
+    if (cidrs.length === 2 && cidrs[0] === "0.0.0.0/0" && cidrs[1] === "::/0") return ANY_ORIGIN;
     const key = cidrs.join(",");
     let filter = this.originFilters.get(key);
     if (filter === undefined) {
@@ -183,6 +240,12 @@ function samePolicy(a: KeyRecord["policy"], b: KeyRecord["policy"]): boolean {
     a.permissions.length === b.permissions.length &&
     a.permissions.every((p, i) => p === b.permissions[i])
   );
+}
+
+/** Adds to a map bounded at MAX_SHARED entries, forgetting the oldest first. */
+function remember<V>(map: Map<string, V>, id: string, value: V): void {
+  if (map.size >= MAX_SHARED) map.delete(map.keys().next().value as string);
+  map.set(id, value);
 }
 
 function index(map: Map<string, Set<string>>, id: string, hash: string): void {

@@ -6,6 +6,7 @@ import { databaseError } from "../db/database-errors.js";
 import { VerifyCode } from "../gen/apikeys/v1/api_keys_pb.js";
 import type { Invalidation } from "../db/invalidation.js";
 import { findKeyRecordByTokenHash, touchKeys } from "../keys/key.repository.js";
+import { findKeyRowByTokenHash, findPolicyWithConsumer, keyRecord } from "../keys/key-lookup.js";
 import type { TokenSettings } from "../keys/key.service.js";
 import { hashTokenBase64, parseToken, tokenLength } from "../tokens/token.js";
 import { FailureThrottle } from "../auth/failure-throttle.js";
@@ -53,8 +54,9 @@ export interface VerifierOptions {
 }
 
 /**
- * Verifies tokens: checksum first (no I/O for garbage), then an in-memory cache
- * kept exact by invalidation events, then one indexed query.
+ * Verifies tokens: an in-memory cache kept exact by invalidation events, then the
+ * checksum (no I/O for garbage), then one indexed query of the key's row (its
+ * policy is usually known from another cached key; else a second query by id).
  */
 export class Verifier {
   readonly cache: VerdictCache;
@@ -67,6 +69,8 @@ export class Verifier {
   readonly usage: UsageRecorder;
   /** Number of database lookups made; malformed tokens never add to it. */
   dbLookups = 0;
+  /** How many of them also read the key's policy by id (it was not known from another cached key). */
+  policyLookups = 0;
   private listening = false;
   /** While the listener is down: when the cache stops being trusted (epoch ms). */
   private staleUntil: number | undefined;
@@ -141,10 +145,12 @@ export class Verifier {
     if (parseToken(token, prefix) === undefined) return undefined;
     const hash = Buffer.from(cacheKey, "base64");
     const generation = this.cache.currentGeneration();
+    const ttl = this.listening ? this.options.cacheMaxAgeMs : 0;
     this.dbLookups++;
     let found;
     try {
-      found = await findKeyRecordByTokenHash(this.db, hash, this.options.prepared);
+      // What cannot be cached is read in one query; else the key's own row, with the policy most likely known.
+      found = this.cache.canStore(ttl) ? await this.readKey(hash) : await findKeyRecordByTokenHash(this.db, hash, this.options.prepared);
     } catch (err) {
       throw databaseError(err) ?? err;
     }
@@ -152,8 +158,30 @@ export class Verifier {
     // A previous token's grace ends by this clock too, whatever the database's says.
     const graceEnd = found.graceEndsOn?.getTime() ?? Infinity;
     if (graceEnd <= Date.now()) return undefined;
-    const ttl = this.listening ? this.options.cacheMaxAgeMs : 0;
     return this.cache.set(cacheKey, found.record, ttl, generation, graceEnd);
+  }
+
+  /**
+   * The key of a token hash: its own row, with its policy and consumer as the cache
+   * knows them, else read by id. Its result is cached at the generation taken before
+   * the first read, so an invalidation during either read keeps it out of the cache.
+   */
+  private async readKey(hash: Uint8Array): Promise<{ record: KeyRecord; graceEndsOn: Date | null } | undefined> {
+    const { prepared } = this.options;
+    const row = await findKeyRowByTokenHash(this.db, hash, prepared);
+    if (row === undefined) return undefined;
+    let policy = this.cache.knownPolicy(row.policyId);
+    let username = row.consumerId === null ? undefined : this.cache.knownConsumer(row.consumerId);
+    if (policy === undefined || (row.consumerId !== null && username === undefined)) {
+      this.policyLookups++;
+      const read = await findPolicyWithConsumer(this.db, row.policyId, row.consumerId, prepared);
+      // The policy went since the key was read, and its keys with it.
+      if (read === undefined) return undefined;
+      policy = read.policy;
+      username = read.consumerUsername ?? undefined;
+    }
+    const consumer = row.consumerId !== null && username !== undefined ? { id: row.consumerId, username } : null;
+    return { record: keyRecord(row, policy, consumer), graceEndsOn: row.graceEndsOn };
   }
 
   /**

@@ -1,0 +1,187 @@
+import { CompiledQuery, type Kysely } from "kysely";
+import type { PreparedQuery } from "../db/database.js";
+import type { CredentialTypeName, Database, RefillIntervalName } from "../db/schema.js";
+import type { KeyRecord } from "./key-record.js";
+import { refillFromRow } from "./refill.js";
+
+// The cold verification path when the cache is on: the key's own row by token hash, with
+// its policy and consumer taken from the cache (they are shared by many keys), else read
+// by id in a second query. The key row comes as one JSON array built by Postgres (no
+// member names to send or parse): one JSON.parse costs a fraction of pg's per-column type
+// parsers (Dates, arrays, jsonb). findKeyRecordByTokenHash (one join) stays the path when
+// nothing can be cached; test/key-lookup.test.ts holds the two equal.
+
+/** A timestamp as integer epoch milliseconds: what pg's own parser makes of it, without text dates (whose historical offsets JS cannot parse). */
+const ms = (column: string) => `floor(extract(epoch from ${column}) * 1000)::int8`;
+
+/** The key row's fields, in the order of its JSON array. */
+const KEY_FIELDS = {
+  id: "k.id",
+  name: "k.name",
+  enabled: "k.enabled",
+  start: "k.start",
+  createdOn: ms("k.created_on"),
+  updatedOn: ms("k.updated_on"),
+  lastUsedOn: ms("k.last_used_on"),
+  createdBy: "k.created_by",
+  description: "k.description",
+  metadata: "k.metadata",
+  expiresOn: ms("k.expires_on"),
+  allowedCidrs: "k.allowed_cidrs",
+  environment: "k.environment",
+  rateLimitRequests: "k.rate_limit_requests",
+  rateLimitPeriodMs: "k.rate_limit_period_ms",
+  credentialType: "k.credential_type",
+  remaining: "k.remaining",
+  refillAmount: "k.refill_amount",
+  refillInterval: "k.refill_interval",
+  refillPeriodMs: "k.refill_period_ms",
+  refillDay: "k.refill_day",
+  refillAnchor: ms("k.refill_anchor"),
+  policyId: "k.policy_id",
+  consumerId: "k.consumer_id",
+  // The previous token only while it still works.
+  previousStart: "case when k.previous_token_expires_on > now() then coalesce(k.previous_start, '') end",
+  previousExpiresOn: `case when k.previous_token_expires_on > now() then ${ms("k.previous_token_expires_on")} end`,
+  graceEndsOn: `case when k.token_hash = $1 then null else ${ms("k.previous_token_expires_on")} end`,
+} as const;
+
+/** Where each field is in the array. */
+const F = Object.fromEntries(Object.keys(KEY_FIELDS).map((name, i) => [name, i])) as { readonly [K in keyof typeof KEY_FIELDS]: number };
+
+const KEY_BY_TOKEN_HASH = `select json_build_array(${Object.values(KEY_FIELDS).join(", ")})::text as json
+  from api_keys k
+  where k.token_hash = $1 or (k.previous_token_hash = $1 and k.previous_token_expires_on > now())`;
+
+const POLICY_WITH_CONSUMER = `select json_build_object(
+    'id', p.id, 'name', p.name, 'description', p.description, 'created_on', ${ms("p.created_on")},
+    'updated_on', ${ms("p.updated_on")}, 'created_by', p.created_by,
+    'permissions', coalesce((select array_agg(pp.permission order by pp.permission) from policy_permissions pp where pp.policy_id = p.id), '{}'),
+    'consumer_username', (select c.username from consumers c where c.id = $2::uuid)
+  )::text as json
+  from policies p where p.id = $1::uuid`;
+
+/** A key's row as a token lookup read it; `keyRecord` makes it a record once its policy and consumer are known. */
+export interface KeyRow {
+  /** Postgres's JSON array of KEY_FIELDS: timestamps as epoch ms, bigints as numbers (credits stay below 2^53). */
+  fields: unknown[];
+  policyId: string;
+  consumerId: string | null;
+  /** Set when the token is the key's previous one: when its grace period ends. */
+  graceEndsOn: Date | null;
+}
+
+/** A policy with its sorted permissions, and the username of a consumer read with it. */
+export interface PolicyRead {
+  policy: KeyRecord["policy"];
+  /** Undefined when no consumer was asked for; null when it is gone. */
+  consumerUsername: string | null | undefined;
+}
+
+async function queryJson(db: Kysely<Database>, prepared: PreparedQuery | undefined, name: string, text: string, values: unknown[]) {
+  const rows =
+    prepared === undefined
+      ? (await db.executeQuery<{ json: string }>(CompiledQuery.raw(text, values))).rows
+      : await prepared<{ json: string }>(name, text, values);
+  return rows[0]?.json;
+}
+
+/**
+ * The key a token hash belongs to, without its policy or consumer: its current token,
+ * or its previous one while the rotation grace lasts (`graceEndsOn` set).
+ */
+export async function findKeyRowByTokenHash(db: Kysely<Database>, hash: Uint8Array, prepared?: PreparedQuery): Promise<KeyRow | undefined> {
+  // Straight on the query (no helper in between): every await is a turn of the event loop on the cold path.
+  const rows =
+    prepared === undefined
+      ? (await db.executeQuery<{ json: string }>(CompiledQuery.raw(KEY_BY_TOKEN_HASH, [hash]))).rows
+      : await prepared<{ json: string }>("apikeys_key_row_by_token_hash", KEY_BY_TOKEN_HASH, [hash]);
+  if (rows.length === 0) return undefined;
+  const fields = JSON.parse(rows[0]!.json) as unknown[];
+  return {
+    fields,
+    policyId: fields[F.policyId] as string,
+    consumerId: fields[F.consumerId] as string | null,
+    graceEndsOn: date(fields[F.graceEndsOn]),
+  };
+}
+
+/** The record of a key row with its policy and consumer, built in one literal (a spread of the row would cost more than its parse). */
+export function keyRecord(row: KeyRow, policy: KeyRecord["policy"], consumer: KeyRecord["consumer"]): KeyRecord {
+  const f = row.fields;
+  const rateLimitRequests = f[F.rateLimitRequests] as number | null;
+  const rateLimitPeriodMs = f[F.rateLimitPeriodMs] as number | null;
+  const refillAmount = f[F.refillAmount] as number | null;
+  const previousStart = f[F.previousStart] as string | null;
+  const previousExpiresOn = f[F.previousExpiresOn] as number | null;
+  return {
+    id: f[F.id] as string,
+    name: f[F.name] as string,
+    enabled: f[F.enabled] as boolean,
+    start: f[F.start] as string,
+    createdOn: new Date(f[F.createdOn] as number),
+    updatedOn: new Date(f[F.updatedOn] as number),
+    lastUsedOn: date(f[F.lastUsedOn]),
+    createdBy: f[F.createdBy] as string | null,
+    description: f[F.description] as string,
+    metadata: f[F.metadata] as Record<string, string>,
+    expiresOn: date(f[F.expiresOn]),
+    allowedCidrs: f[F.allowedCidrs] as string[],
+    environment: f[F.environment] as Record<string, string | number | boolean>,
+    rateLimit: rateLimitRequests !== null && rateLimitPeriodMs !== null ? { requests: rateLimitRequests, periodMs: rateLimitPeriodMs } : null,
+    credentialType: f[F.credentialType] as CredentialTypeName,
+    remaining: f[F.remaining] as number | null,
+    refill:
+      refillAmount === null
+        ? null
+        : refillFromRow({
+            refill_amount: refillAmount,
+            refill_interval: f[F.refillInterval] as RefillIntervalName | null,
+            refill_period_ms: f[F.refillPeriodMs] as number | null,
+            refill_day: f[F.refillDay] as number | null,
+            refill_anchor: date(f[F.refillAnchor]),
+          }),
+    previousToken: previousStart !== null && previousExpiresOn !== null ? { start: previousStart, expiresOn: new Date(previousExpiresOn) } : null,
+    consumer,
+    policy,
+  };
+}
+
+/** A policy by id with its permissions, and (when `consumerId` is given) that consumer's username. */
+export async function findPolicyWithConsumer(
+  db: Kysely<Database>,
+  policyId: string,
+  consumerId: string | null,
+  prepared?: PreparedQuery,
+): Promise<PolicyRead | undefined> {
+  const json = await queryJson(db, prepared, "apikeys_policy_with_consumer", POLICY_WITH_CONSUMER, [policyId, consumerId]);
+  if (json === undefined) return undefined;
+  const row = JSON.parse(json) as PolicyJson;
+  return {
+    policy: {
+      id: row.id,
+      name: row.name,
+      description: row.description,
+      createdOn: new Date(row.created_on),
+      updatedOn: new Date(row.updated_on),
+      createdBy: row.created_by,
+      permissions: row.permissions,
+    },
+    consumerUsername: consumerId === null ? undefined : row.consumer_username,
+  };
+}
+
+function date(value: unknown): Date | null {
+  return value === null ? null : new Date(value as number);
+}
+
+interface PolicyJson {
+  id: string;
+  name: string;
+  description: string;
+  created_on: number;
+  updated_on: number;
+  created_by: string | null;
+  permissions: string[];
+  consumer_username: string | null;
+}
