@@ -87,6 +87,8 @@ export interface Config {
   usage: {
     /** How long hourly usage counts are kept. */
     retentionMs: number;
+    /** How often usage counts and last-used times are written (and idle rate-limit and throttle entries swept). */
+    flushIntervalMs: number;
   };
 }
 
@@ -218,7 +220,10 @@ export function readConfig(env: Env = process.env): Config {
     },
     audit: { requestMaxBytes: integer(env, "APIKEYS_AUDIT_REQUEST_MAX_BYTES", 8_192, 256, 65_536) },
     redis,
-    usage: { retentionMs: integer(env, "APIKEYS_USAGE_RETENTION_DAYS", 90, 1, 3_650) * 86_400_000 },
+    usage: {
+      retentionMs: integer(env, "APIKEYS_USAGE_RETENTION_DAYS", 90, 1, 3_650) * 86_400_000,
+      flushIntervalMs: integer(env, "APIKEYS_USAGE_FLUSH_SECONDS", 5, 1, 3_600) * 1000,
+    },
 
   };
 }

@@ -100,6 +100,7 @@ export function createAppContext(config: Config, logger: Logger, database: Datab
       cacheMaxEntries: config.cache.maxEntries,
       cacheMaxBytes: config.cache.maxBytes,
       cacheMaxAgeMs: config.cache.maxAgeMs,
+      lastUsedFlushMs: config.usage.flushIntervalMs,
       prepared: database.prepared,
       authFailureLimit: config.throttle.authFailureLimit,
       authFailureWindowMs: config.throttle.authFailureWindowMs,

@@ -24,6 +24,8 @@ describe("config", () => {
     // Rate limits per instance unless REDIS_URL is set; usage kept 90 days.
     expect(config.redis).toBeUndefined();
     expect(config.usage.retentionMs).toBe(90 * 86_400_000);
+    expect(config.usage.flushIntervalMs).toBe(5_000);
+    expect(readConfig({ APIKEYS_USAGE_FLUSH_SECONDS: "60" }).usage.flushIntervalMs).toBe(60_000);
   });
 
   it("reads the Redis settings when REDIS_URL is set", () => {
@@ -51,6 +53,7 @@ describe("config", () => {
     [{ REDIS_URL: "http://127.0.0.1:6379" }, /REDIS_URL must start with redis:\/\/ or rediss:\/\//],
     [{ REDIS_URL: "redis://127.0.0.1:6379", APIKEYS_REDIS_COMMAND_TIMEOUT_MS: "0" }, /APIKEYS_REDIS_COMMAND_TIMEOUT_MS must be between 10/],
     [{ APIKEYS_USAGE_RETENTION_DAYS: "0" }, /APIKEYS_USAGE_RETENTION_DAYS must be between 1 and 3650/],
+    [{ APIKEYS_USAGE_FLUSH_SECONDS: "0" }, /APIKEYS_USAGE_FLUSH_SECONDS must be between 1 and 3600/],
     [{ APIKEYS_FAST_PATH: "yes" }, /APIKEYS_FAST_PATH must be a whole number/],
     [{ APIKEYS_FAST_PATH: "2" }, /APIKEYS_FAST_PATH must be between 0 and 1/],
   ])("refuses %j with a clear message", (env, message) => {

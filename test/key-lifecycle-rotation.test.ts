@@ -13,7 +13,8 @@ type Clients = ReturnType<typeof clientsFor>;
 let t: TestServer;
 let policyId: string;
 beforeAll(async () => {
-  t = await startTestServer();
+  // The batched last-use write runs only when a test asks for it ("not written yet" must not race the timer).
+  t = await startTestServer({ APIKEYS_USAGE_FLUSH_SECONDS: "3600" });
   const { data, admin } = clientsFor(t.baseUrl, "connect", t.adminToken);
   await data.registerPermissions({ service: "orders", permissions: [{ name: "read", description: "" }] });
   policyId = (await admin.adminCreateApiKeyPolicy({ name: "orders-reader", permissions: ["orders:read"] })).policy!.id;
@@ -202,7 +203,7 @@ describe.each(["connect", "grpc"] as const)("key lifecycle over %s", (protocol) 
       VerifyCode.INSUFFICIENT_PERMISSIONS,
     );
     const after = Date.now();
-    // Not written yet: the flush runs every 5 s.
+    // Not written yet: the flush runs every APIKEYS_USAGE_FLUSH_SECONDS (an hour in this file).
     expect((await admin.adminGetApiKey({ id: used.apiKey!.id })).apiKey?.lastUsedOn).toBeUndefined();
     await t.server.ctx.verifier.flushLastUsed();
     const lastUsed = (await admin.adminGetApiKey({ id: used.apiKey!.id })).apiKey?.lastUsedOn;
@@ -282,5 +283,27 @@ describe("the built-in admin policy", () => {
     expect(await grantOwnPermissionsToAdminPolicy(db)).toEqual([]);
     t.server.ctx.verifier.invalidate({ kind: "policy", id: adminPolicy.id });
     expect(await codeOf(data.reportLeakedToken({ token: generateToken("ak"), sourceUrl: "" }))).toBe("ok");
+  });
+});
+
+describe("the batched last-use write", () => {
+  it("runs by itself every APIKEYS_USAGE_FLUSH_SECONDS", async () => {
+    const quick = await startTestServer({ APIKEYS_USAGE_FLUSH_SECONDS: "1" });
+    try {
+      const { admin, data } = clientsFor(quick.baseUrl, "connect", quick.adminToken);
+      await data.registerPermissions({ service: "orders", permissions: [{ name: "read", description: "" }] });
+      const policy = (await admin.adminCreateApiKeyPolicy({ name: "orders-reader", permissions: ["orders:read"] })).policy!;
+      const key = await admin.adminCreateApiKey({ name: "flushed-by-the-timer", policyId: policy.id });
+      expect((await data.verifyToken({ token: key.token })).code).toBe(VerifyCode.VALID);
+      // No explicit flush: the 1 s timer writes it. Waited for up to 3.5 s from the verification, about 1 s
+      // after the server started: the old fixed 5 s timer would first run some 4 s from here.
+      let lastUsed;
+      for (const deadline = Date.now() + 3_500; lastUsed === undefined && Date.now() < deadline; await sleep(100)) {
+        lastUsed = (await admin.adminGetApiKey({ id: key.apiKey!.id })).apiKey?.lastUsedOn;
+      }
+      expect(lastUsed).toBeDefined();
+    } finally {
+      await quick.stop();
+    }
   });
 });
