@@ -143,7 +143,7 @@ export class VerdictCache {
   set(hash: string, record: KeyRecord, ttlMs: number, generation: number, notAfter = Infinity): CachedKey {
     const now = this.now();
     const expiresAt = Math.min(now + ttlMs, notAfter);
-    const stored = generation === this.generation && this.maxEntries > 0 && ttlMs > 0 && expiresAt > now;
+    const stored = generation === this.generation && this.canStore(ttlMs) && expiresAt > now;
     // A policy read at the entry's generation may answer for other keys as long as the entry may: until the TTL, not the grace end.
     const shared = this.sharedPolicy(record.policy, stored ? now + ttlMs : 0);
     const entry: Entry = {
