@@ -78,12 +78,15 @@ export interface PolicyRead {
   consumerUsername: string | null | undefined;
 }
 
-async function queryJson(db: Kysely<Database>, prepared: PreparedQuery | undefined, name: string, text: string, values: unknown[]) {
-  const rows =
-    prepared === undefined
-      ? (await db.executeQuery<{ json: string }>(CompiledQuery.raw(text, values))).rows
-      : await prepared<{ json: string }>(name, text, values);
-  return rows[0]?.json;
+/**
+ * The rows of one JSON-column query: a named prepared statement on Postgres, a raw query on
+ * PGlite. Not async, so the Postgres path hands back the pool's own promise (no extra turn
+ * of the event loop on the cold path).
+ */
+function queryJson(db: Kysely<Database>, prepared: PreparedQuery | undefined, name: string, text: string, values: unknown[]): Promise<Array<{ json: string }>> {
+  return prepared === undefined
+    ? db.executeQuery<{ json: string }>(CompiledQuery.raw(text, values)).then((result) => result.rows)
+    : prepared<{ json: string }>(name, text, values);
 }
 
 /**
@@ -91,11 +94,7 @@ async function queryJson(db: Kysely<Database>, prepared: PreparedQuery | undefin
  * or its previous one while the rotation grace lasts (`graceEndsOn` set).
  */
 export async function findKeyRowByTokenHash(db: Kysely<Database>, hash: Uint8Array, prepared?: PreparedQuery): Promise<KeyRow | undefined> {
-  // Straight on the query (no helper in between): every await is a turn of the event loop on the cold path.
-  const rows =
-    prepared === undefined
-      ? (await db.executeQuery<{ json: string }>(CompiledQuery.raw(KEY_BY_TOKEN_HASH, [hash]))).rows
-      : await prepared<{ json: string }>("apikeys_key_row_by_token_hash", KEY_BY_TOKEN_HASH, [hash]);
+  const rows = await queryJson(db, prepared, "apikeys_key_row_by_token_hash", KEY_BY_TOKEN_HASH, [hash]);
   if (rows.length === 0) return undefined;
   const fields = JSON.parse(rows[0]!.json) as unknown[];
   return {
@@ -154,9 +153,9 @@ export async function findPolicyWithConsumer(
   consumerId: string | null,
   prepared?: PreparedQuery,
 ): Promise<PolicyRead | undefined> {
-  const json = await queryJson(db, prepared, "apikeys_policy_with_consumer", POLICY_WITH_CONSUMER, [policyId, consumerId]);
-  if (json === undefined) return undefined;
-  const row = JSON.parse(json) as PolicyJson;
+  const rows = await queryJson(db, prepared, "apikeys_policy_with_consumer", POLICY_WITH_CONSUMER, [policyId, consumerId]);
+  if (rows.length === 0) return undefined;
+  const row = JSON.parse(rows[0]!.json) as PolicyJson;
   return {
     policy: {
       id: row.id,

@@ -117,7 +117,8 @@ const compiledByTokenHash = new WeakMap<Db, { sql: string; parameters: readonly 
  * Finds the key a token hash belongs to: its current token, or its previous one
  * while the rotation grace period lasts. `graceEndsOn` is set in the second case.
  * With `prepared` (Postgres), the same query runs as a named prepared statement,
- * which skips parsing and planning: the cold verification path.
+ * which skips parsing and planning. The verifier uses it when what it reads cannot be cached
+ * (cache off, listener down); otherwise keys/key-lookup.ts reads the key's row alone.
  */
 export async function findKeyRecordByTokenHash(
   db: Db,
