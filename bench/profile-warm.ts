@@ -36,6 +36,13 @@ const proto = process.env.BENCH_PROTOCOL === "proto";
 writeFileSync(bodyFile, proto ? message : frame);
 const seconds = process.env.BENCH_SECONDS ?? "8";
 const url = `${base}/apikeys.v1.ApiKeysService/VerifyToken`;
+// BENCH_HEAP_PROFILE=FILE: also samples what the server allocates during the load (collected objects included) into FILE (.heapprofile, DevTools' Memory tab).
+const heapProfile = process.env.BENCH_HEAP_PROFILE;
+const inspector = heapProfile === undefined ? undefined : new (await import("node:inspector/promises")).Session();
+if (inspector !== undefined) {
+  inspector.connect();
+  await inspector.post("HeapProfiler.startSampling", { samplingInterval: 1024, includeObjectsCollectedByMajorGC: process.env.BENCH_HEAP_LIVE !== "1", includeObjectsCollectedByMinorGC: process.env.BENCH_HEAP_LIVE !== "1" });
+}
 // This process's CPU time per request (user + system; the load generator is another process), steadier than req/s on a shared machine.
 const cpuBefore = process.cpuUsage();
 const perRequest = (requests: number) => {
@@ -59,6 +66,10 @@ if (process.env.BENCH_PROTOCOL === "json") {
   ]);
   process.stdout.write(stdout.split("\n").filter((l) => /finished in|status codes/.test(l)).join("\n") + "\n");
   process.stdout.write(perRequest(Number(/requests: (\d+) total/.exec(stdout)?.[1] ?? NaN)));
+}
+if (inspector !== undefined && heapProfile !== undefined) {
+  const { profile } = await inspector.post("HeapProfiler.stopSampling");
+  writeFileSync(heapProfile, JSON.stringify(profile));
 }
 await server.stop();
 process.exit(0);

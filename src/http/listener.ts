@@ -197,21 +197,36 @@ function frontStreams(h2: http2.Http2Server, front: StreamHandler, requestTimeou
  * Resets streams whose request body is not complete `timeoutMs` after they
  * opened, as `withRequestTimeout` does, with one sweeping timer for all of them
  * instead of a timer and two listeners per stream; a stream is reset at most a
- * tenth of the timeout (and no more than a second) late.
+ * tenth of the timeout (and no more than a second) late. A stream leaves the
+ * map when its body ends (one shared listener), not at the next sweep: held
+ * until then, every served stream outlived two young-generation collections
+ * and was copied into the old generation.
  */
-class RequestTimeouts {
+export class RequestTimeouts {
   /** Streams by when they opened; insertion order is deadline order. */
   private readonly open = new Map<http2.ServerHttp2Stream, number>();
   private timer: NodeJS.Timeout | undefined;
   private readonly every: number;
+  /** The "end" listener of every watched stream (`this` is the stream). */
+  private readonly ended: (this: http2.ServerHttp2Stream) => void;
 
   constructor(private readonly timeoutMs: number) {
     this.every = Math.max(10, Math.min(1_000, Math.floor(timeoutMs / 10)));
+    const open = this.open;
+    this.ended = function (this: http2.ServerHttp2Stream) {
+      open.delete(this);
+    };
+  }
+
+  /** How many streams are waiting for their body. */
+  get size(): number {
+    return this.open.size;
   }
 
   watch(stream: http2.ServerHttp2Stream): void {
     if (stream.readableEnded) return;
     this.open.set(stream, Date.now());
+    stream.on("end", this.ended);
     if (this.timer === undefined) {
       this.timer = setInterval(() => this.sweep(), this.every);
       this.timer.unref();
