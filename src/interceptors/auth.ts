@@ -4,7 +4,7 @@ import { ConnectError, type Interceptor } from "@connectrpc/connect";
 import { type Reason, apiError } from "../errors.js";
 import { VerifyCode } from "../gen/apikeys/v1/api_keys_pb.js";
 import { methodRequirement } from "../permissions/declarations.js";
-import type { Verifier } from "../verify/verifier.js";
+import type { Verdict, Verifier } from "../verify/verifier.js";
 import { authenticatedKey, peerAddress } from "../auth/auth-context.js";
 import type { KeyRecord } from "../keys/key-record.js";
 
@@ -57,9 +57,10 @@ export function failureThrottleInterceptor(verifier: Verifier): Interceptor {
  * verifier and returns the verified key (undefined for a public method).
  * `header` reads one request header as `Headers.get` would. Every failed
  * authentication of the caller — no key, a malformed header, a guess — counts
- * against its peer address (never an address the request names).
+ * against its peer address (never an address the request names). What it refuses
+ * is thrown at once, or rejected when the verdict needed I/O.
  */
-export async function authenticate(verifier: Verifier, method: DescMethod, header: (name: string) => string | null, peer: string): Promise<KeyRecord | undefined> {
+export function authenticate(verifier: Verifier, method: DescMethod, header: (name: string) => string | null, peer: string): KeyRecord | undefined | Promise<KeyRecord | undefined> {
   const requirement = methodRequirement(method);
   if (requirement.kind === "public") return undefined;
   if (requirement.kind === "undeclared") {
@@ -78,10 +79,13 @@ export async function authenticate(verifier: Verifier, method: DescMethod, heade
     verifier.failures.recordFailure(peer);
     throw apiError("API_KEY_MISSING", MISSING_KEY);
   }
-  const verdict =
-    requirement.kind === "permissions"
-      ? await verifier.verify(token, requirement.allOf, requirement.anyOf, peer)
-      : await verifier.verify(token, [], [], peer);
+  const verdict = requirement.kind === "permissions" ? verifier.verify(token, requirement.allOf, requirement.anyOf, peer) : verifier.verify(token, [], [], peer);
+  // A cached key is judged without a promise (see Verifier.verify).
+  return verdict instanceof Promise ? verdict.then((v) => admitted(verifier, v, peer)) : admitted(verifier, verdict, peer);
+}
+
+/** The caller's key when its verdict lets it in; else the error the call ends with. */
+function admitted(verifier: Verifier, verdict: Verdict, peer: string): KeyRecord | undefined {
   if (verdict.code === VerifyCode.INSUFFICIENT_PERMISSIONS) {
     throw apiError("PERMISSION_MISSING", lacksPermissions(verdict.missing), {
       metadata: { permissions: verdict.missing.join(",") },

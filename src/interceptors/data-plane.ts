@@ -1,8 +1,9 @@
 import type { DescMethod } from "@bufbuild/protobuf";
-import type { ContextValues, Interceptor } from "@connectrpc/connect";
+import type { ConnectError, ContextValues, Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { authenticatedKey, peerAddress } from "../auth/auth-context.js";
 import { codeName } from "../errors.js";
+import type { KeyRecord } from "../keys/key-record.js";
 import type { Verifier } from "../verify/verifier.js";
 import { authInterceptor, authenticate, failureThrottleInterceptor, refuseIfThrottled } from "./auth.js";
 import { errorInterceptor, toConnectError } from "./errors.js";
@@ -47,24 +48,68 @@ export class DataPlane {
     ];
   }
 
-  /** Runs `invoke` through the same steps as `interceptors`; what it throws leaves as toConnectError's ConnectError. */
-  async run<O>(call: PlainCall, invoke: () => Promise<O>): Promise<O> {
+  /**
+   * Runs `invoke` through the same steps as `interceptors`; what it throws leaves as
+   * toConnectError's ConnectError. Without a promise when nothing on the way needs one
+   * (a cached caller key, an implementation that answers at once): the result, or the
+   * error thrown, comes back at once; else as a promise that settles the same way.
+   */
+  run<O>(call: PlainCall, invoke: () => O | Promise<O>): O | Promise<O> {
     const started = performance.now();
+    let key: ReturnType<typeof authenticate>;
     try {
       const peer = call.values.get(peerAddress);
       refuseIfThrottled(this.verifier, call.method, peer);
-      const key = await authenticate(this.verifier, call.method, call.header, peer);
+      key = authenticate(this.verifier, call.method, call.header, peer);
+    } catch (err) {
+      throw this.failed(call, started, err);
+    }
+    if (key instanceof Promise) {
+      return key.then(
+        (k) => this.invoke(call, started, k, invoke),
+        (err: unknown) => {
+          throw this.failed(call, started, err);
+        },
+      );
+    }
+    return this.invoke(call, started, key, invoke);
+  }
+
+  private invoke<O>(call: PlainCall, started: number, key: KeyRecord | undefined, invoke: () => O | Promise<O>): O | Promise<O> {
+    let output: O | Promise<O>;
+    try {
       if (key !== undefined) call.values.set(authenticatedKey, key);
-      const output = await invoke();
+      output = invoke();
+    } catch (err) {
+      throw this.failed(call, started, err);
+    }
+    if (output instanceof Promise) {
+      return output.then(
+        (o: O) => this.answered(call, started, o),
+        (err: unknown) => {
+          throw this.failed(call, started, err);
+        },
+      );
+    }
+    return this.answered(call, started, output);
+  }
+
+  private answered<O>(call: PlainCall, started: number, output: O): O {
+    try {
       this.metrics.callAnswered(call.method, output);
       this.metrics.callEnded(call.rpc, "ok", started);
       this.log.ok(call.rpc, call.values.get(authenticatedKey)?.id, started);
-      return output;
     } catch (err) {
-      const error = toConnectError(err);
-      this.metrics.callEnded(call.rpc, codeName(error.code), started);
-      this.log.failed(call.rpc, call.values.get(authenticatedKey)?.id, started, error, err);
-      throw error;
+      throw this.failed(call, started, err);
     }
+    return output;
+  }
+
+  /** Counts and logs a failed call; returns the ConnectError it ends with. */
+  private failed(call: PlainCall, started: number, err: unknown): ConnectError {
+    const error = toConnectError(err);
+    this.metrics.callEnded(call.rpc, codeName(error.code), started);
+    this.log.failed(call.rpc, call.values.get(authenticatedKey)?.id, started, error, err);
+    return error;
   }
 }

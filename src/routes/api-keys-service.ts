@@ -40,7 +40,8 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
   const responses = verdictResponses(verdictTtl);
   const testResponses = new WeakMap<KeyRecord, { full?: TestApiKeyResponse; redacted?: TestApiKeyResponse }>();
   return {
-    async verifyToken(req, call) {
+    // Not async: a cached key's verdict is answered without a promise (Verifier.verify).
+    verifyToken(req, call) {
       const allOf = requirePermissionNames("all_of", req.allOf);
       const anyOf = requirePermissionNames("any_of", req.anyOf);
       if (req.clientIp !== "" && isIP(req.clientIp) === 0) {
@@ -51,9 +52,12 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
       const guesser = req.clientIp === "" ? "" : `${call.values.get(authenticatedKey)?.id ?? ""} ${req.clientIp}`;
       if (ctx.verifier.verifyGuesses.retryAfterMs(guesser) > 0) return responses.rateLimited;
       const cost = requireCost(req.cost);
-      const verdict = await ctx.verifier.verify(req.token, allOf, anyOf, req.clientIp, cost);
-      if (isGuess(verdict.code)) ctx.verifier.verifyGuesses.recordFailure(guesser);
-      return responses.of(verdict);
+      const verdict = ctx.verifier.verify(req.token, allOf, anyOf, req.clientIp, cost);
+      const answer = (v: Verdict) => {
+        if (isGuess(v.code)) ctx.verifier.verifyGuesses.recordFailure(guesser);
+        return responses.of(v);
+      };
+      return verdict instanceof Promise ? verdict.then(answer) : answer(verdict);
     },
 
     async reportLeakedToken(req, call) {
@@ -106,7 +110,7 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
       }
     },
 
-    async testApiKey(_req, call) {
+    testApiKey(_req, call) {
       const key = call.values.get(authenticatedKey);
       if (key === undefined) throw new ConnectError("no API key", Code.Unauthenticated);
       // createdBy names other keys (who made this key and its policy): only for callers who may read any key.

@@ -74,7 +74,8 @@ export class Verifier {
   private listening = false;
   /** While the listener is down: when the cache stops being trusted (epoch ms). */
   private staleUntil: number | undefined;
-  private readonly lastUsed = new Map<string, Date>();
+  /** Last use per key id (epoch ms), written in batches. */
+  private readonly lastUsed = new Map<string, number>();
   private readonly flushTimer: NodeJS.Timeout;
   private readonly signed: SignedCredentialVerifier | undefined;
 
@@ -132,8 +133,12 @@ export class Verifier {
     return this.listening;
   }
 
-  /** Finds the key a token belongs to, or undefined for malformed/unknown tokens. */
-  async lookup(token: string): Promise<CachedKey | undefined> {
+  /**
+   * Finds the key a token belongs to, or undefined for malformed/unknown tokens: at
+   * once (no promise) when the cache answers or the token is malformed, else once
+   * the database has.
+   */
+  lookup(token: string): CachedKey | undefined | Promise<CachedKey | undefined> {
     const { prefix, pepper } = this.options.tokens;
     // Only a well-formed token can be cached (it passed parseToken to get there), so a cache hit
     // needs no checksum; the length test keeps a request from making us hash a megabyte.
@@ -143,6 +148,11 @@ export class Verifier {
     const cached = this.cache.get(cacheKey);
     if (cached !== undefined) return cached;
     if (parseToken(token, prefix) === undefined) return undefined;
+    return this.lookupStored(cacheKey);
+  }
+
+  /** The database's answer for a well-formed token that is not cached, cached for the next call. */
+  private async lookupStored(cacheKey: string): Promise<CachedKey | undefined> {
     const hash = Buffer.from(cacheKey, "base64");
     const generation = this.cache.currentGeneration();
     const ttl = this.listening ? this.options.cacheMaxAgeMs : 0;
@@ -192,9 +202,26 @@ export class Verifier {
    * credits: a key with credits spends `cost` of them (0: none, but one must
    * be left) only when everything else passed. Every outcome of a known key is
    * counted in the usage analytics.
+   *
+   * The verdict comes at once (no promise, no microtask) when nothing needs I/O:
+   * the key is cached (or the token malformed), its rate limit is this instance's
+   * and it has no credits; else as a promise. Errors are thrown, or rejected, the
+   * same way.
    */
-  async verify(token: string, allOf: readonly string[], anyOf: readonly string[], clientIp = "", cost = 1): Promise<Verdict> {
-    const verdict = await this.decide(token, allOf, anyOf, clientIp, cost);
+  verify(token: string, allOf: readonly string[], anyOf: readonly string[], clientIp = "", cost = 1): Verdict | Promise<Verdict> {
+    // A signing key's holder presents an HS256 JWT; its key then faces the same checks as any other.
+    const found = this.signed !== undefined && looksLikeJwt(token) ? this.signed.resolve(token) : this.lookup(token);
+    if (found instanceof Promise) return found.then((f) => this.counted(this.decide(f, allOf, anyOf, clientIp, cost)));
+    return this.counted(this.decide(found, allOf, anyOf, clientIp, cost));
+  }
+
+  /** The verdict, counted in the usage analytics when it names a key. */
+  private counted(decided: Verdict | Promise<Verdict>): Verdict | Promise<Verdict> {
+    if (decided instanceof Promise) return decided.then((verdict) => this.count(verdict));
+    return this.count(decided);
+  }
+
+  private count(verdict: Verdict): Verdict {
     if (verdict.key !== undefined) this.usage.record(verdict.key.id, verdict.code, this.now());
     return verdict;
   }
@@ -203,9 +230,7 @@ export class Verifier {
     return (this.options.now ?? Date.now)();
   }
 
-  private async decide(token: string, allOf: readonly string[], anyOf: readonly string[], clientIp: string, cost: number): Promise<Verdict> {
-    // A signing key's holder presents an HS256 JWT; its key then faces the same checks as any other.
-    const found = this.signed !== undefined && looksLikeJwt(token) ? await this.signed.resolve(token) : await this.lookup(token);
+  private decide(found: CachedKey | VerifyCode | undefined, allOf: readonly string[], anyOf: readonly string[], clientIp: string, cost: number): Verdict | Promise<Verdict> {
     if (found === undefined) return { code: VerifyCode.NOT_FOUND, missing: [] };
     if (typeof found === "number") return { code: found, missing: [] };
     const key = found.record;
@@ -213,32 +238,46 @@ export class Verifier {
     const now = this.now();
     if (key.expiresOn !== null && key.expiresOn.getTime() <= now) return { code: VerifyCode.EXPIRED, key, missing: [] };
     if (!found.origins.allows(clientIp)) return { code: VerifyCode.IP_NOT_ALLOWED, key, missing: [] };
-    if (key.rateLimit !== null && !(await this.takeRateLimit(key.id, key.rateLimit))) {
-      return { code: VerifyCode.RATE_LIMITED, key, missing: [] };
+    if (key.rateLimit !== null) {
+      const within = this.takeRateLimit(key.id, key.rateLimit);
+      if (within instanceof Promise) {
+        return within.then((ok) => (ok ? this.permitted(found, allOf, anyOf, cost, now) : { code: VerifyCode.RATE_LIMITED, key, missing: [] }));
+      }
+      if (!within) return { code: VerifyCode.RATE_LIMITED, key, missing: [] };
     }
-    const missing = allOf.filter((p) => !found.permissionSet.has(p));
-    if (anyOf.length > 0 && !anyOf.some((p) => found.permissionSet.has(p))) {
+    return this.permitted(found, allOf, anyOf, cost, now);
+  }
+
+  /** The rest of `decide` once the rate limit let the call through: permissions, then credits. */
+  private permitted(found: CachedKey, allOf: readonly string[], anyOf: readonly string[], cost: number, now: number): Verdict | Promise<Verdict> {
+    const key = found.record;
+    const permissions = found.permissionSet;
+    const missing: string[] = [];
+    for (const p of allOf) if (!permissions.has(p)) missing.push(p);
+    if (anyOf.length > 0 && !anyOf.some((p) => permissions.has(p))) {
       missing.push(...anyOf.filter((p) => !missing.includes(p)));
     }
     if (missing.length > 0) return { code: VerifyCode.INSUFFICIENT_PERMISSIONS, key, missing };
-    let remaining: number | undefined;
     // Credits are spent in the database on every call, whatever is cached: instances share one count.
-    if (key.remaining !== null) {
-      let spend;
-      try {
-        spend = await spendCredits(this.db, key.id, cost, key.refill, now);
-      } catch (err) {
-        throw databaseError(err) ?? err;
-      }
-      if (spend.kind === "exceeded") {
-        return { code: VerifyCode.USAGE_EXCEEDED, key: { ...key, remaining: spend.remaining }, missing, remaining: spend.remaining };
-      }
-      if (spend.kind === "spent") remaining = spend.remaining;
-    }
-    this.lastUsed.set(key.id, new Date(now));
-    // The record answers with the count just spent, not the one it was cached with.
-    if (remaining !== undefined) return { code: VerifyCode.VALID, key: { ...key, remaining }, missing, remaining };
+    if (key.remaining !== null) return this.spend(key, cost, now);
+    this.lastUsed.set(key.id, now);
     return { code: VerifyCode.VALID, key, missing };
+  }
+
+  private async spend(key: KeyRecord, cost: number, now: number): Promise<Verdict> {
+    let spend;
+    try {
+      spend = await spendCredits(this.db, key.id, cost, key.refill, now);
+    } catch (err) {
+      throw databaseError(err) ?? err;
+    }
+    if (spend.kind === "exceeded") {
+      return { code: VerifyCode.USAGE_EXCEEDED, key: { ...key, remaining: spend.remaining }, missing: [], remaining: spend.remaining };
+    }
+    this.lastUsed.set(key.id, now);
+    // The record answers with the count just spent, not the one it was cached with.
+    if (spend.kind === "spent") return { code: VerifyCode.VALID, key: { ...key, remaining: spend.remaining }, missing: [], remaining: spend.remaining };
+    return { code: VerifyCode.VALID, key, missing: [] };
   }
 
   /** Whether the key is within its rate limit: fleet-wide on Redis when configured (which may throw unavailable), else this instance's bucket. */
@@ -257,7 +296,8 @@ export class Verifier {
   /** Writes batched last-used times in one statement. */
   async flushLastUsed(): Promise<void> {
     if (this.lastUsed.size === 0) return;
-    const batch = new Map(this.lastUsed);
+    const batch = new Map<string, Date>();
+    for (const [id, at] of this.lastUsed) batch.set(id, new Date(at));
     this.lastUsed.clear();
     try {
       await touchKeys(this.db, batch);

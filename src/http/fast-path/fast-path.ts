@@ -113,18 +113,31 @@ export function fastPath(options: FastPathOptions, adapter: ConnectNodeAdapterOp
     }
   }
 
-  async function answer(fast: FastMethod, shape: Shape, facts: RequestFacts, input: unknown): Promise<Answer> {
+  /** The call's answer: at once when the steps and the implementation answered without a promise (a cached key), else when they have. */
+  function answer(fast: FastMethod, shape: Shape, facts: RequestFacts, input: unknown): Answer | Promise<Answer> {
     const context = new LazyHandlerContext(facts);
     const headers = facts.headers;
     const call = { method: fast.method, rpc: fast.rpc, values: facts.values, header: (name: string) => headerValue(headers, name) };
-    let output: Message;
+    let output: Message | Promise<Message>;
     try {
-      output = await dataPlane.run(call, async () => normalize(fast.method, await fast.impl(input, context)));
+      output = dataPlane.run(call, () => {
+        const out = fast.impl(input, context);
+        return out instanceof Promise ? out.then((o: unknown) => normalize(fast.method, o)) : normalize(fast.method, out);
+      });
     } catch (e) {
-      const error = errorHook(e);
-      context.abort(e);
-      return failure(shape, context, error);
+      return failed(shape, context, e);
     }
+    if (output instanceof Promise) return output.then((o) => answered(fast, shape, context, o), (e: unknown) => failed(shape, context, e));
+    return answered(fast, shape, context, output);
+  }
+
+  function failed(shape: Shape, context: LazyHandlerContext, e: unknown): Promise<Answer> {
+    const error = errorHook(e);
+    context.abort(e);
+    return failure(shape, context, error);
+  }
+
+  function answered(fast: FastMethod, shape: Shape, context: LazyHandlerContext, output: Message): Answer | Promise<Answer> {
     context.abort();
     const grpc = shape.format === "grpc";
     const body = encodedMessage(output, shape.format, fast.serialization.getO(shape.format !== "json"));
@@ -200,7 +213,9 @@ export function fastPath(options: FastPathOptions, adapter: ConnectNodeAdapterOp
   /** Answers a request the fast path read and decoded, and counts it. */
   function serve(fast: FastMethod, shape: Shape, input: unknown, facts: Omit<RequestFacts, "method" | "protocolName" | "timeoutMs">, write: (a: Answer) => void): void {
     options.observe?.("served");
-    answer(fast, shape, { ...facts, method: fast.method, protocolName: shape.protocolName, timeoutMs: shape.timeoutMs }, input).then(write, () => {});
+    const a = answer(fast, shape, { ...facts, method: fast.method, protocolName: shape.protocolName, timeoutMs: shape.timeoutMs }, input);
+    if (a instanceof Promise) a.then(write, () => {});
+    else write(a);
   }
 
   const request: FrontHandler = (req, res, generic) => {
