@@ -137,3 +137,21 @@ describe("auth on the data plane", () => {
     expect(res.components[2]!.message).toMatch(/^per instance/);
   });
 });
+
+describe("Verifier.verify without I/O", () => {
+  // A cached key is judged in the calling task: no promise, so the fast path answers in the task that read the body.
+  it("answers a cached key, a malformed token and a refusal at once, and a cold key as a promise", async () => {
+    const verifier = t.server.ctx.verifier;
+    verifier.cache.clear();
+    const cold = verifier.verify(token, ["billing:read"], []);
+    expect(cold).toBeInstanceOf(Promise);
+    expect((await cold).code).toBe(VerifyCode.VALID);
+    const warm = verifier.verify(token, ["billing:read"], []);
+    expect(warm).not.toBeInstanceOf(Promise);
+    expect(warm).toEqual(await verifier.verify(token, ["billing:read"], []));
+    const lacking = verifier.verify(token, ["billing:refund"], ["billing:refund", "x:y"]);
+    expect(lacking).not.toBeInstanceOf(Promise);
+    expect(lacking).toMatchObject({ code: VerifyCode.INSUFFICIENT_PERMISSIONS, missing: ["billing:refund", "x:y"] });
+    expect(verifier.verify("ak_malformed", [], [])).toEqual({ code: VerifyCode.NOT_FOUND, missing: [] });
+  });
+});
