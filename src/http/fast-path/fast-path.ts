@@ -12,7 +12,7 @@ import { readRequestBody, singleMessageLimit } from "../request-body.js";
 import { LazyHandlerContext, type RequestFacts } from "./handler-context.js";
 import { decodeJsonRequest, decodeRequest } from "./request-decoder.js";
 import { type WireFormat, encodedMessage } from "./response-bytes.js";
-import { type Answer, clampedHeader, connectErrorOf, envelope, headerValue, messageBytes, nodeHeaders, normalize, single, writeH1, writeH2 } from "./wire.js";
+import { type Answer, clampedHeader, connectErrorOf, envelope, headerValue, messageBytes, nodeHeaders, normalize, single, writeH1Soon, writeH2 } from "./wire.js";
 import { isValidAuthority } from "../listener.js";
 
 /** The RPCs the fast path serves, by method name. */
@@ -237,7 +237,7 @@ export function fastPath(options: FastPathOptions, adapter: ConnectNodeAdapterOp
       }
       const socket = req.socket as { encrypted?: boolean } | null;
       const facts = { headers: req.headers, path: req.url ?? "", authority: req.headers.host ?? "", encrypted: socket?.encrypted === true };
-      serve(fast, shape, input, { ...facts, values: options.contextValues(req), source: req }, (a) => writeH1(res, a));
+      serve(fast, shape, input, { ...facts, values: options.contextValues(req), source: req }, (a) => writeH1Soon(res, a));
     });
     return true;
   };
