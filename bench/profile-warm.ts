@@ -17,7 +17,7 @@ import { startServer } from "../src/server.js";
 import { generateToken } from "../src/tokens/token.js";
 
 const adminToken = generateToken("ak");
-const config = readConfig({ ...process.env, PORT: "0", HOST: "127.0.0.1", APIKEYS_DATA_DIR: "memory://", APIKEYS_BOOTSTRAP_TOKEN: adminToken, LOG_LEVEL: "warn" });
+const config = readConfig({ ...process.env, PORT: "0", HOST: "127.0.0.1", APIKEYS_DATA_DIR: process.env.BENCH_DATA_DIR ?? "memory://", APIKEYS_BOOTSTRAP_TOKEN: adminToken, LOG_LEVEL: "warn" });
 const server = await startServer(config, createLogger(config.logLevel));
 const base = `http://127.0.0.1:${server.port}`;
 const transport = createGrpcTransport({ baseUrl: base, interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${adminToken}`), next(req))] });
