@@ -252,9 +252,10 @@ function corpus(): Case[] {
   return cases;
 }
 
-function served(): number {
-  const metric = t.server.ctx.metrics.registry.getSingleMetric("apikeys_fast_path_requests_total") as unknown as { hashMap: Record<string, { value: number; labels: { outcome: string } }> };
-  return Object.values(metric.hashMap).find((v) => v.labels.outcome === "served")?.value ?? 0;
+/** apikeys_fast_path_requests_total{outcome="served"}, as a scrape reads it. */
+async function served(): Promise<number> {
+  const metric = await t.server.ctx.metrics.registry.getSingleMetric("apikeys_fast_path_requests_total")!.get();
+  return metric.values.find((v) => v.labels.outcome === "served")?.value ?? 0;
 }
 
 describe("fast path: the same answer as the generic path", () => {
@@ -263,9 +264,9 @@ describe("fast path: the same answer as the generic path", () => {
     const mismatches: string[] = [];
     const wrongPath: string[] = [];
     for (const c of cases) {
-      const before = served();
+      const before = await served();
       const fast = await send(t.server.port, c);
-      const took = served() - before === 1;
+      const took = (await served()) - before === 1;
       const generic = await send(off.port, c);
       if (took !== c.fast) wrongPath.push(`${c.name}: fast path ${took ? "answered" : "did not answer"}`);
       if (JSON.stringify(fast) !== JSON.stringify(generic)) mismatches.push(`${c.name}\n  fast:    ${JSON.stringify(fast)}\n  generic: ${JSON.stringify(generic)}`);
@@ -292,9 +293,9 @@ const BUF = fileURLToPath(new URL("../node_modules/.bin/buf", import.meta.url));
 
 /** Runs `call` and returns how many requests the fast path answered meanwhile, with the call's result. */
 async function onFastPath<T>(call: () => Promise<T>): Promise<{ result: T; served: number }> {
-  const before = served();
+  const before = await served();
   const result = await call();
-  return { result, served: served() - before };
+  return { result, served: (await served()) - before };
 }
 
 describe("fast path: real clients", () => {
@@ -392,9 +393,9 @@ describe("fast path: pre-encoded responses follow the key", () => {
     const protoVariant = VARIANTS[2]!;
     const verdict = async (v: Variant) => {
       const c: Case = { name: "", transport: v.transport, path: VERIFY, headers: { "content-type": v.contentType, ...v.extra, authorization: `Bearer ${verifierToken}` }, body: verifyBody(v, { token: key.token, allOf: ["billing:refund"] }), fast: true };
-      const before = served();
+      const before = await served();
       const answer = await send(t.server.port, c);
-      expect(served() - before).toBe(1);
+      expect((await served()) - before).toBe(1);
       const bytes = Buffer.from(answer.body, "hex");
       return fromBinary(VerifyTokenResponseSchema, v.grpc ? bytes.subarray(5) : bytes);
     };
