@@ -83,7 +83,6 @@ export function readRequestBody(req: Readable, limit: number, contentLength: str
   let buffer: Buffer | undefined;
   let length = 0;
   let finished = false;
-  const body = () => (buffer !== undefined ? buffer.subarray(0, length) : (first ?? EMPTY_BODY));
   // Listeners stay on the request once it is done (it ends or closes then); `finished` makes them inert.
   req.on("data", (chunk: Buffer) => {
     if (finished) return;
@@ -108,13 +107,13 @@ export function readRequestBody(req: Readable, limit: number, contentLength: str
     if (length > limit) {
       finished = true;
       req.pause();
-      done(body());
+      done(bodyOf(first, buffer, length));
     }
   });
   req.once("end", () => {
     if (finished) return;
     finished = true;
-    done(body());
+    done(bodyOf(first, buffer, length));
   });
   req.once("error", (err: Error) => {
     if (finished) return;
@@ -129,6 +128,11 @@ export function readRequestBody(req: Readable, limit: number, contentLength: str
 }
 
 const EMPTY_BODY = Buffer.alloc(0);
+
+/** What `readRequestBody` read: the one chunk as it came, else the bytes copied so far. */
+function bodyOf(first: Buffer | undefined, buffer: Buffer | undefined, length: number): Buffer {
+  return buffer !== undefined ? buffer.subarray(0, length) : (first ?? EMPTY_BODY);
+}
 
 /**
  * The body's envelopes, each as one chunk. Bytes are copied at most twice per

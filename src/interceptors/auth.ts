@@ -52,15 +52,20 @@ export function failureThrottleInterceptor(verifier: Verifier): Interceptor {
   };
 }
 
+/** Reads one request header as `Headers.get` does (values trimmed, repeats joined). */
+export interface HeaderReader {
+  get(name: string): string | null;
+}
+
 /**
  * Enforces `method`'s `(apikeys.v1.auth)` requirement with the server's own
  * verifier and returns the verified key (undefined for a public method).
- * `header` reads one request header as `Headers.get` would. Every failed
+ * `headers` reads request headers as `Headers.get` does. Every failed
  * authentication of the caller — no key, a malformed header, a guess — counts
  * against its peer address (never an address the request names). What it refuses
  * is thrown at once, or rejected when the verdict needed I/O.
  */
-export function authenticate(verifier: Verifier, method: DescMethod, header: (name: string) => string | null, peer: string): KeyRecord | undefined | Promise<KeyRecord | undefined> {
+export function authenticate(verifier: Verifier, method: DescMethod, headers: HeaderReader, peer: string): KeyRecord | undefined | Promise<KeyRecord | undefined> {
   const requirement = methodRequirement(method);
   if (requirement.kind === "public") return undefined;
   if (requirement.kind === "undeclared") {
@@ -70,7 +75,7 @@ export function authenticate(verifier: Verifier, method: DescMethod, header: (na
   // A key presented to this service directly is held to its CIDRs by the caller's own address.
   let token: string | undefined;
   try {
-    token = tokenFromHeaderValues(header("authorization") ?? undefined, header("x-api-key") ?? undefined);
+    token = tokenFromHeaderValues(headers.get("authorization") ?? undefined, headers.get("x-api-key") ?? undefined);
   } catch (err) {
     verifier.failures.recordFailure(peer);
     throw apiError("AUTHORIZATION_MALFORMED", ConnectError.from(err).rawMessage);
@@ -101,7 +106,7 @@ function admitted(verifier: Verifier, verdict: Verdict, peer: string): KeyRecord
 /** `authenticate` as an interceptor: the verified key goes into the call's context values. */
 export function authInterceptor(verifier: Verifier): Interceptor {
   return (next) => async (req) => {
-    const key = await authenticate(verifier, req.method, (name) => req.header.get(name), req.contextValues.get(peerAddress));
+    const key = await authenticate(verifier, req.method, req.header, req.contextValues.get(peerAddress));
     if (key !== undefined) req.contextValues.set(authenticatedKey, key);
     return next(req);
   };

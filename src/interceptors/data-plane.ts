@@ -5,7 +5,7 @@ import { authenticatedKey, peerAddress } from "../auth/auth-context.js";
 import { codeName } from "../errors.js";
 import type { KeyRecord } from "../keys/key-record.js";
 import type { Verifier } from "../verify/verifier.js";
-import { authInterceptor, authenticate, failureThrottleInterceptor, refuseIfThrottled } from "./auth.js";
+import { type HeaderReader, authInterceptor, authenticate, failureThrottleInterceptor, refuseIfThrottled } from "./auth.js";
 import { errorInterceptor, toConnectError } from "./errors.js";
 import type { Metrics } from "./metrics.js";
 import { CallLog, requestLogInterceptor } from "./request-log.js";
@@ -17,8 +17,8 @@ export interface PlainCall {
   rpc: string;
   /** The call's context values (peer address in, authenticated key out). */
   values: ContextValues;
-  /** One request header as `Headers.get` returns it. */
-  header(name: string): string | null;
+  /** The request's headers, read as `Headers.get` reads them. */
+  headers: HeaderReader;
 }
 
 /**
@@ -60,7 +60,7 @@ export class DataPlane {
     try {
       const peer = call.values.get(peerAddress);
       refuseIfThrottled(this.verifier, call.method, peer);
-      key = authenticate(this.verifier, call.method, call.header, peer);
+      key = authenticate(this.verifier, call.method, call.headers, peer);
     } catch (err) {
       throw this.failed(call, started, err);
     }

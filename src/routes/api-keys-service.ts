@@ -53,11 +53,7 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
       if (ctx.verifier.verifyGuesses.retryAfterMs(guesser) > 0) return responses.rateLimited;
       const cost = requireCost(req.cost);
       const verdict = ctx.verifier.verify(req.token, allOf, anyOf, req.clientIp, cost);
-      const answer = (v: Verdict) => {
-        if (isGuess(v.code)) ctx.verifier.verifyGuesses.recordFailure(guesser);
-        return responses.of(v);
-      };
-      return verdict instanceof Promise ? verdict.then(answer) : answer(verdict);
+      return verdict instanceof Promise ? verdict.then((v) => answerVerdict(ctx, responses, guesser, v)) : answerVerdict(ctx, responses, guesser, verdict);
     },
 
     async reportLeakedToken(req, call) {
@@ -156,6 +152,12 @@ const VERDICTS_PER_KEY = 32;
  * stays right for as long as the record is cached, and the fast path can keep its
  * encoded bytes with it (see http/fast-path/response-bytes.ts).
  */
+/** VerifyToken's answer to a verdict; a guessed token counts against the caller and the client_ip it named. */
+function answerVerdict(ctx: AppContext, responses: ReturnType<typeof verdictResponses>, guesser: string, verdict: Verdict): VerifyTokenResponse {
+  if (isGuess(verdict.code)) ctx.verifier.verifyGuesses.recordFailure(guesser);
+  return responses.of(verdict);
+}
+
 function verdictResponses(cacheTtl: Duration) {
   const byKey = new WeakMap<KeyRecord, Map<string, VerifyTokenResponse>>();
   const keyless = new Map<VerifyCode, VerifyTokenResponse>();

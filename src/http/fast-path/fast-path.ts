@@ -53,6 +53,15 @@ interface Shape {
 
 const EMPTY = new Uint8Array(0);
 
+/** A request's node headers read as `Headers.get` reads them, for DataPlane.run. */
+class NodeHeaders {
+  constructor(private readonly raw: IncomingHttpHeaders) {}
+
+  get(name: string): string | null {
+    return headerValue(this.raw, name);
+  }
+}
+
 /**
  * Answers unary VerifyToken and TestApiKey in the common case (gRPC over h2c,
  * Connect unary binary or JSON, identity request encoding) with the service's own
@@ -116,8 +125,7 @@ export function fastPath(options: FastPathOptions, adapter: ConnectNodeAdapterOp
   /** The call's answer: at once when the steps and the implementation answered without a promise (a cached key), else when they have. */
   function answer(fast: FastMethod, shape: Shape, facts: RequestFacts, input: unknown): Answer | Promise<Answer> {
     const context = new LazyHandlerContext(facts);
-    const headers = facts.headers;
-    const call = { method: fast.method, rpc: fast.rpc, values: facts.values, header: (name: string) => headerValue(headers, name) };
+    const call = { method: fast.method, rpc: fast.rpc, values: facts.values, headers: new NodeHeaders(facts.headers) };
     let output: Message | Promise<Message>;
     try {
       output = dataPlane.run(call, () => {

@@ -60,7 +60,10 @@ export class LazyHandlerContext implements HandlerContext {
   get url(): string {
     return new URL(this.facts.path, `${this.facts.encrypted ? "https" : "http"}://${this.facts.authority}`).toString();
   }
-  readonly timeoutMs = (): number | undefined => (this.deadlineAt === undefined ? undefined : this.deadlineAt - Date.now());
+  // A method, not an arrow field: a per-call closure (wrapped by tsx's keepNames) for what neither handler reads.
+  timeoutMs(): number | undefined {
+    return this.deadlineAt === undefined ? undefined : this.deadlineAt - Date.now();
+  }
 
   get requestHeader(): Headers {
     if (this.header === undefined) {

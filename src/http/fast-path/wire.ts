@@ -82,8 +82,11 @@ export function trimHttpWhitespace(value: string): string {
   if (value.length === 0) return value;
   const first = value.charCodeAt(0);
   const last = value.charCodeAt(value.length - 1);
-  const space = (c: number) => c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
-  return space(first) || space(last) ? value.replace(HTTP_WHITESPACE, "") : value;
+  return isHttpWhitespace(first) || isHttpWhitespace(last) ? value.replace(HTTP_WHITESPACE, "") : value;
+}
+
+function isHttpWhitespace(c: number): boolean {
+  return c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
 }
 
 /** The one message of an identity-encoded body: gRPC's single uncompressed envelope, Connect's whole body. */
