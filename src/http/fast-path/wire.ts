@@ -47,7 +47,14 @@ export function writeH1Soon(res: NodeResponse, a: Answer): void {
   pendingH1.push(res, a);
 }
 
-/** gRPC answers end with trailers; Connect's unary answers have none, so their stream ends with the body. */
+/**
+ * gRPC answers end with trailers. Connect's unary answers have none: their stream
+ * ends once the body is written, in an empty DATA frame. Ended with the body itself
+ * (`end(body)`, END_STREAM on the body's frame), the stream closes before node runs
+ * the body's write callback, and node 20's Writable then builds an
+ * ERR_STREAM_DESTROYED error, stack trace and all, for every answer (`errorBuffer`
+ * makes it whether or not anyone listens): 10–20 % of a warm Connect call over h2c.
+ */
 export function writeH2(stream: ServerHttp2Stream, a: Answer): void {
   if (stream.destroyed || stream.closed) return;
   const trailers = a.trailers;
@@ -57,10 +64,18 @@ export function writeH2(stream: ServerHttp2Stream, a: Answer): void {
     // The client reset the stream while the call ran.
     return;
   }
-  if (trailers !== undefined) stream.once("wantTrailers", () => stream.sendTrailers(trailers));
-  if (a.body.byteLength > 0) stream.end(a.body);
-  else stream.end();
+  if (trailers !== undefined) {
+    stream.once("wantTrailers", () => stream.sendTrailers(trailers));
+    if (a.body.byteLength > 0) stream.end(a.body);
+    else stream.end();
+  } else if (a.body.byteLength > 0) {
+    // A failed write has destroyed the stream.
+    stream.write(a.body, (err) => err == null && stream.end());
+  } else {
+    stream.end();
+  }
 }
+
 
 /** What connect makes of an implementation's answer (a message, or the fields of one). */
 export function normalize(method: DescMethod, output: unknown): Message {
