@@ -60,6 +60,10 @@ raw2.on("stream", (stream, headers) => {
       stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
       stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
       stream.end(fixed.grpc);
+    } else if (headers["x-raw-end"] === "after-write") {
+      // As the fast path ends a Connect answer: body first, END_STREAM once it is written.
+      stream.respond({ ":status": 200, "content-type": "application/proto" });
+      stream.write(fixed.connectProto, (err) => err == null && stream.end());
     } else {
       stream.respond({ ":status": 200, "content-type": "application/proto" });
       stream.end(fixed.connectProto);

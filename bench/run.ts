@@ -267,6 +267,7 @@ async function main(): Promise<void> {
       // h2load cannot send an empty body: an Empty message with one unknown field (15: 0) stands in.
       const emptyProto = h2load(`http://127.0.0.1:${a.empty}${emptyPath}`, new Uint8Array([0x78, 0x00]), protoHeaders);
       const rawProto = h2load(`http://127.0.0.1:${a.raw2}${verifyPath}`, binary, protoHeaders);
+      const rawProtoAfterWrite = h2load(`http://127.0.0.1:${a.raw2}${verifyPath}`, binary, { ...protoHeaders, "x-raw-end": "after-write" });
       const warmJson = wrk(base + verifyPath, json, jsonHeaders);
       const genericBase = `http://127.0.0.1:${a.generic}`;
       const genericGrpc = h2load(genericBase + verifyPath, grpcFrame(binary), grpcHeaders);
@@ -296,6 +297,14 @@ async function main(): Promise<void> {
       const vsRawProto = { ...warmProto };
       compare(vsRawProto, "  … vs raw node:http2", rawProto, rawProto.name, 0.5);
       rows.push(emptyProto, warmProto, rawProto, vsRawProto);
+      // The same ceiling ending its stream the way the fast path does (see src/http/fast-path/wire.ts): no goal, for the record.
+      rawProtoAfterWrite.name = "raw node:http2, Connect bytes, ended after the write";
+      const vsRawProtoAfterWrite = { ...warmProto };
+      compare(vsRawProtoAfterWrite, "  … vs that raw node:http2", rawProtoAfterWrite, rawProtoAfterWrite.name, 0);
+      vsRawProtoAfterWrite.target = undefined;
+      vsRawProtoAfterWrite.pass = undefined;
+      vsRawProtoAfterWrite.note = "no goal: the ceiling with the fast path's way of ending";
+      rows.push(rawProtoAfterWrite, vsRawProtoAfterWrite);
       compare(warmJson, "warm VerifyToken, Connect JSON HTTP/1.1", emptyJson, emptyJson.name, 0.9);
       const vsRawJson = { ...warmJson };
       compare(vsRawJson, "  … vs raw node:http", rawJson, rawJson.name, 0.5);
