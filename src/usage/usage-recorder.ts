@@ -12,7 +12,9 @@ const MAX_PENDING = 200_000;
 interface Counter {
   keyId: string;
   hour: number;
+  /** The stored name of `verifyCode`. */
   code: string;
+  verifyCode: VerifyCode;
   count: number;
 }
 
@@ -28,7 +30,9 @@ export function verifyCodeName(code: VerifyCode): string {
  * the next one. What is lost on a crash is at most one flush interval's counts.
  */
 export class UsageRecorder {
-  private pending = new Map<string, Counter>();
+  /** Pending counters by key id: one per hour and outcome seen since the last flush, so a key's list is short. */
+  private pending = new Map<string, Counter[]>();
+  private counters = 0;
   private flushing: Promise<void> = Promise.resolve();
   private dropped = 0;
 
@@ -39,18 +43,33 @@ export class UsageRecorder {
 
   /** Counters not yet written. */
   get size(): number {
-    return this.pending.size;
+    return this.counters;
   }
 
-  /** Counts one verification of `keyId` with outcome `code` at `at` (epoch ms). */
+  /** Counts one verification of `keyId` with outcome `code` at `at` (epoch ms); no allocation once its counter exists. */
   record(keyId: string, code: VerifyCode, at: number): void {
     const hour = Math.floor(at / HOUR_MS) * HOUR_MS;
-    const name = verifyCodeName(code);
-    const id = `${keyId} ${hour} ${name}`;
-    const counter = this.pending.get(id);
-    if (counter !== undefined) counter.count++;
-    else if (this.pending.size < MAX_PENDING) this.pending.set(id, { keyId, hour, code: name, count: 1 });
-    else this.dropped++;
+    const list = this.pending.get(keyId);
+    if (list !== undefined) {
+      for (const counter of list) {
+        if (counter.hour === hour && counter.verifyCode === code) {
+          counter.count++;
+          return;
+        }
+      }
+    }
+    this.add(list, { keyId, hour, code: verifyCodeName(code), verifyCode: code, count: 1 });
+  }
+
+  /** A new counter, unless MAX_PENDING are held (then its counts are dropped). */
+  private add(list: Counter[] | undefined, counter: Counter): void {
+    if (this.counters >= MAX_PENDING) {
+      this.dropped += counter.count;
+      return;
+    }
+    if (list === undefined) this.pending.set(counter.keyId, [counter]);
+    else list.push(counter);
+    this.counters++;
   }
 
   /** Writes every pending count; flushes run one at a time (a second waits for the first). */
@@ -65,8 +84,9 @@ export class UsageRecorder {
       this.dropped = 0;
     }
     if (this.pending.size === 0) return;
-    const batch = [...this.pending.values()];
+    const batch = [...this.pending.values()].flat();
     this.pending = new Map();
+    this.counters = 0;
     for (let i = 0; i < batch.length; i += ROWS_PER_STATEMENT) {
       const rows = batch.slice(i, i + ROWS_PER_STATEMENT);
       try {
@@ -80,11 +100,10 @@ export class UsageRecorder {
   }
 
   private putBack(counter: Counter): void {
-    const id = `${counter.keyId} ${counter.hour} ${counter.code}`;
-    const current = this.pending.get(id);
+    const list = this.pending.get(counter.keyId);
+    const current = list?.find((c) => c.hour === counter.hour && c.verifyCode === counter.verifyCode);
     if (current !== undefined) current.count += counter.count;
-    else if (this.pending.size < MAX_PENDING) this.pending.set(id, counter);
-    else this.dropped += counter.count;
+    else this.add(list, counter);
   }
 }
 
