@@ -202,7 +202,7 @@ function frontStreams(h2: http2.Http2Server, front: StreamHandler, requestTimeou
  * until then, every served stream outlived two young-generation collections
  * and was copied into the old generation.
  */
-export class RequestTimeouts {
+class RequestTimeouts {
   /** Streams by when they opened; insertion order is deadline order. */
   private readonly open = new Map<http2.ServerHttp2Stream, number>();
   private timer: NodeJS.Timeout | undefined;
@@ -216,11 +216,6 @@ export class RequestTimeouts {
     this.ended = function (this: http2.ServerHttp2Stream) {
       open.delete(this);
     };
-  }
-
-  /** How many streams are waiting for their body. */
-  get size(): number {
-    return this.open.size;
   }
 
   watch(stream: http2.ServerHttp2Stream): void {

@@ -143,6 +143,12 @@ export function apiKeysService(ctx: AppContext): ServiceImpl<typeof ApiKeysServi
   };
 }
 
+/** VerifyToken's answer to a verdict; a guessed token counts against the caller and the client_ip it named. */
+function answerVerdict(ctx: AppContext, responses: ReturnType<typeof verdictResponses>, guesser: string, verdict: Verdict): VerifyTokenResponse {
+  if (isGuess(verdict.code)) ctx.verifier.verifyGuesses.recordFailure(guesser);
+  return responses.of(verdict);
+}
+
 /** Most distinct verdicts (code and missing permissions) kept per key version; more are rebuilt each time. */
 const VERDICTS_PER_KEY = 32;
 
@@ -152,12 +158,6 @@ const VERDICTS_PER_KEY = 32;
  * stays right for as long as the record is cached, and the fast path can keep its
  * encoded bytes with it (see http/fast-path/response-bytes.ts).
  */
-/** VerifyToken's answer to a verdict; a guessed token counts against the caller and the client_ip it named. */
-function answerVerdict(ctx: AppContext, responses: ReturnType<typeof verdictResponses>, guesser: string, verdict: Verdict): VerifyTokenResponse {
-  if (isGuess(verdict.code)) ctx.verifier.verifyGuesses.recordFailure(guesser);
-  return responses.of(verdict);
-}
-
 function verdictResponses(cacheTtl: Duration) {
   const byKey = new WeakMap<KeyRecord, Map<string, VerifyTokenResponse>>();
   const keyless = new Map<VerifyCode, VerifyTokenResponse>();

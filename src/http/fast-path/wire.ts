@@ -76,7 +76,6 @@ export function writeH2(stream: ServerHttp2Stream, a: Answer): void {
   }
 }
 
-
 /** What connect makes of an implementation's answer (a message, or the fields of one). */
 export function normalize(method: DescMethod, output: unknown): Message {
   const message = output as Message;
