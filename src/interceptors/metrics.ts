@@ -27,7 +27,7 @@ class Tally {
     inner.set(second, (inner.get(second) ?? 0) + 1);
   }
 
-  /** A counter (labels: `names`, one or two) whose scrape copies these counts. */
+  /** A prom-client counter with one or two `labelNames` whose scrape copies these counts. */
   counter<L extends string>(config: { name: string; help: string; labelNames: [L] | [L, L]; registers: Registry[] }): Counter<L> {
     const totals = this.totals;
     const [a, b] = config.labelNames;
