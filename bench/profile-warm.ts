@@ -36,12 +36,14 @@ const proto = process.env.BENCH_PROTOCOL === "proto";
 writeFileSync(bodyFile, proto ? message : frame);
 const seconds = process.env.BENCH_SECONDS ?? "8";
 const url = `${base}/apikeys.v1.ApiKeysService/VerifyToken`;
-// BENCH_HEAP_PROFILE=FILE: also samples what the server allocates during the load (collected objects included) into FILE (.heapprofile, DevTools' Memory tab).
+// BENCH_HEAP_PROFILE=FILE: also samples what the server allocates during the load (collected objects included) into FILE (.heapprofile, DevTools' Memory tab);
+// BENCH_HEAP_LIVE=1 keeps only what is still alive at the end, BENCH_HEAP_PROMOTED=1 with it what outlived young-generation collections.
+// BENCH_CONNECTIONS and BENCH_STREAMS (h2 only; default 16 and 1) set h2load's -c and -m, e.g. 4 and 10 for the bench's 4×10 row.
 const heapProfile = process.env.BENCH_HEAP_PROFILE;
 const inspector = heapProfile === undefined ? undefined : new (await import("node:inspector/promises")).Session();
 if (inspector !== undefined) {
   inspector.connect();
-  await inspector.post("HeapProfiler.startSampling", { samplingInterval: 1024, includeObjectsCollectedByMajorGC: process.env.BENCH_HEAP_LIVE !== "1", includeObjectsCollectedByMinorGC: process.env.BENCH_HEAP_LIVE !== "1" });
+  await inspector.post("HeapProfiler.startSampling", { samplingInterval: 1024, includeObjectsCollectedByMajorGC: process.env.BENCH_HEAP_LIVE !== "1" || process.env.BENCH_HEAP_PROMOTED === "1", includeObjectsCollectedByMinorGC: process.env.BENCH_HEAP_LIVE !== "1" });
 }
 // This process's CPU time per request (user + system; the load generator is another process), steadier than req/s on a shared machine.
 const cpuBefore = process.cpuUsage();
@@ -59,7 +61,7 @@ if (process.env.BENCH_PROTOCOL === "json") {
   process.stdout.write(perRequest(Number(/(\d+) requests in/.exec(stdout)?.[1] ?? NaN)));
 } else {
   const { stdout } = await promisify(execFile)("taskset", ["-c", "1", "h2load",
-    ...["-c", "16", "-m", "1", "-D", seconds, "--warm-up-time=1", "-d", bodyFile],
+    ...["-c", process.env.BENCH_CONNECTIONS ?? "16", "-m", process.env.BENCH_STREAMS ?? "1", "-D", seconds, "--warm-up-time=1", "-d", bodyFile],
     ...(proto ? ["-H", "content-type: application/proto"] : ["-H", "content-type: application/grpc", "-H", "te: trailers"]),
     ...["-H", `authorization: Bearer ${verifierToken}`],
     url,
