@@ -8,7 +8,8 @@ import { createClient } from "@connectrpc/connect";
 import { ApiKeysService } from "../../src/gen/apikeys/v1/api_keys_pb.js";
 import { clientsFor, startTestServer, type TestServer, transportFor } from "../helpers/server.js";
 import { readConfig } from "../../src/config.js";
-import { listen, RequestTimeouts } from "../../src/http/listener.js";
+import { listen } from "../../src/http/listener.js";
+import { RequestTimeouts } from "../../src/http/request-timeouts.js";
 import type { StreamHandler } from "../../src/http/handler.js";
 
 /*
