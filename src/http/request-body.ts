@@ -79,52 +79,88 @@ export function collectRequestBody(req: Readable, limit: number, contentLength =
  * A body that arrives as one chunk is passed on without a copy.
  */
 export function readRequestBody(req: Readable, limit: number, contentLength: string | undefined, done: (body: Buffer | undefined, err?: unknown) => void): void {
-  let first: Buffer | undefined;
-  let buffer: Buffer | undefined;
-  let length = 0;
-  let finished = false;
-  // Listeners stay on the request once it is done (it ends or closes then); `finished` makes them inert.
-  req.on("data", (chunk: Buffer) => {
-    if (finished) return;
+  (req as ReadingRequest)[bodyReader] = new BodyReader(limit, contentLength, done);
+  // The same four module functions for every request, not four closures each (they find the reader through
+  // the request); they stay on the request once it is done (it ends or closes then), `finished` making them inert.
+  req.on("data", onBodyData);
+  req.on("end", onBodyEnd);
+  req.on("error", onBodyError);
+  req.on("close", onBodyClose);
+}
+
+const bodyReader = Symbol("apikeys.bodyReader");
+type ReadingRequest = Readable & { [bodyReader]?: BodyReader };
+
+/** What `readRequestBody` has read of one request. */
+class BodyReader {
+  first: Buffer | undefined = undefined;
+  buffer: Buffer | undefined = undefined;
+  length = 0;
+  finished = false;
+  constructor(
+    readonly limit: number,
+    readonly contentLength: string | undefined,
+    readonly done: (body: Buffer | undefined, err?: unknown) => void,
+  ) {}
+
+  data(req: Readable, chunk: Buffer): void {
+    const { limit, length } = this;
     const take = Math.min(chunk.length, limit + 1 - length);
-    if (first === undefined && buffer === undefined && take === chunk.length) {
-      first = chunk;
+    if (this.first === undefined && this.buffer === undefined && take === chunk.length) {
+      this.first = chunk;
     } else {
+      let buffer = this.buffer;
       if (buffer === undefined) {
-        const declared = Number(contentLength);
+        const declared = Number(this.contentLength);
         const size = Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, limit + 1) : 16 * 1024;
         buffer = Buffer.allocUnsafe(Math.max(size, length + take));
-        if (first !== undefined) first.copy(buffer, 0, 0, length);
-        first = undefined;
+        if (this.first !== undefined) this.first.copy(buffer, 0, 0, length);
+        this.first = undefined;
       } else if (length + take > buffer.length) {
         const grown = Buffer.allocUnsafe(Math.min(Math.max(buffer.length * 2, length + take), limit + 1));
         buffer.copy(grown, 0, 0, length);
         buffer = grown;
       }
       chunk.copy(buffer, length, 0, take);
+      this.buffer = buffer;
     }
-    length += take;
-    if (length > limit) {
-      finished = true;
+    this.length = length + take;
+    if (this.length > limit) {
+      this.finished = true;
       req.pause();
-      done(bodyOf(first, buffer, length));
+      this.done(bodyOf(this.first, this.buffer, this.length));
     }
-  });
-  req.once("end", () => {
-    if (finished) return;
-    finished = true;
-    done(bodyOf(first, buffer, length));
-  });
-  req.once("error", (err: Error) => {
-    if (finished) return;
-    finished = true;
-    done(undefined, err);
-  });
-  req.once("close", () => {
-    if (finished) return;
-    finished = true;
-    done(undefined, new ConnectError("request closed before its body was complete", Code.Canceled));
-  });
+  }
+
+  end(): void {
+    this.finished = true;
+    this.done(bodyOf(this.first, this.buffer, this.length));
+  }
+
+  fail(err: unknown): void {
+    this.finished = true;
+    this.done(undefined, err);
+  }
+}
+
+function onBodyData(this: ReadingRequest, chunk: Buffer): void {
+  const reader = this[bodyReader];
+  if (reader !== undefined && !reader.finished) reader.data(this, chunk);
+}
+
+function onBodyEnd(this: ReadingRequest): void {
+  const reader = this[bodyReader];
+  if (reader !== undefined && !reader.finished) reader.end();
+}
+
+function onBodyError(this: ReadingRequest, err: Error): void {
+  const reader = this[bodyReader];
+  if (reader !== undefined && !reader.finished) reader.fail(err);
+}
+
+function onBodyClose(this: ReadingRequest): void {
+  const reader = this[bodyReader];
+  if (reader !== undefined && !reader.finished) reader.fail(new ConnectError("request closed before its body was complete", Code.Canceled));
 }
 
 const EMPTY_BODY = Buffer.alloc(0);
