@@ -163,11 +163,13 @@ function closeWhenIdle(session: http2.Http2Session, idleMs: number): void {
   const timer = setTimeout(() => {
     if (open === 0) session.close();
   }, idleMs);
+  // One "close" listener per session for all its streams (a stream closes once), not a closure and a once-wrapper per stream.
+  const closed = () => {
+    if (--open === 0 && !session.closed) timer.refresh();
+  };
   session.on("stream", (stream: http2.Http2Stream) => {
     open++;
-    stream.once("close", () => {
-      if (--open === 0 && !session.closed) timer.refresh();
-    });
+    stream.on("close", closed);
   });
   session.once("close", () => clearTimeout(timer));
 }
