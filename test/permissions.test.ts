@@ -1,5 +1,6 @@
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { requirePermissionNames } from "../src/permissions/permission-name.js";
 import { rejection } from "./helpers/errors.js";
 import { clientsFor, startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -87,5 +88,22 @@ describe("RegisterPermissions", () => {
     for (const req of cases) expect((await rejection(data.registerPermissions(req))).code, JSON.stringify(req).slice(0, 80)).toBe(Code.InvalidArgument);
     const own = await rejection(data.registerPermissions({ service: "apikeys", permissions: [] }));
     expect(own.code).toBe(Code.PermissionDenied);
+  });
+});
+
+describe("requirePermissionNames", () => {
+  it("returns a canonical list itself, and sorts and de-duplicates any other", () => {
+    const canonical = ["billing:read", "billing:write", "orders:read"];
+    expect(requirePermissionNames("all_of", canonical)).toBe(canonical);
+    expect(requirePermissionNames("all_of", [])).toEqual([]);
+    expect(requirePermissionNames("all_of", ["orders:read", "billing:read", "orders:read"])).toEqual(["billing:read", "orders:read"]);
+    expect(requirePermissionNames("all_of", ["b:x", "b:x"])).toEqual(["b:x"]);
+  });
+
+  it("refuses every malformed name, also next to names it has accepted before", () => {
+    requirePermissionNames("all_of", ["billing:read"]);
+    const refuse = () => requirePermissionNames("any_of", ["billing:read", "Billing:read", "billing", "billing:read:x"]);
+    expect(refuse).toThrow(/^any_of: malformed permission names "Billing:read", "billing", "billing:read:x"; expected/);
+    expect(() => requirePermissionNames("all_of", ["billing:read", "x:" + "a".repeat(101)])).toThrow(/malformed permission name "x:a+"/);
   });
 });

@@ -29,7 +29,7 @@ const MAX_PERMISSIONS = 1000;
 
 export { toPolicyMessage };
 
-async function requireDeclared(db: Kysely<Database> | Transaction<Database>, field: string, names: readonly string[]): Promise<string[]> {
+async function requireDeclared(db: Kysely<Database> | Transaction<Database>, field: string, names: readonly string[]): Promise<readonly string[]> {
   const permissions = requirePermissionNames(field, names);
   if (permissions.length > MAX_PERMISSIONS) throw invalidArgument(`${field}: at most ${MAX_PERMISSIONS} permissions`);
   const unknown = await findUnknownPermissions(db, permissions);
