@@ -139,7 +139,7 @@ function h2load(url: string, body: Uint8Array, headers: Record<string, string>, 
 }
 
 /**
- * Two h2load rows measured A B B A, each half as long as a row, every half after a
+ * Two h2load rows measured A B B A (the caller sets each run's length: half a row), every run after a
  * full collection in the bench server: a goal row and its ceiling then see the same
  * moments of a machine whose speed drifts, and neither pays for the other's garbage.
  * Each side's req/s is the mean of its halves; its percentiles are of both halves' latencies.
