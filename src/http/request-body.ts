@@ -76,7 +76,9 @@ export function collectRequestBody(req: Readable, limit: number, contentLength =
 /**
  * `collectRequestBody` with a callback, for the fast path: `done` gets the body,
  * or undefined and why when the request failed or closed before its body ended.
- * A body that arrives as one chunk is passed on without a copy.
+ * A body that arrives as one chunk is passed on without a copy. One reader per
+ * request: the reader is kept on the request, so a second call would take the
+ * first one's place under both sets of listeners.
  */
 export function readRequestBody(req: Readable, limit: number, contentLength: string | undefined, done: (body: Buffer | undefined, err?: unknown) => void): void {
   (req as ReadingRequest)[bodyReader] = new BodyReader(limit, contentLength, done);
