@@ -4,9 +4,10 @@ import { createRequire } from "node:module";
 import { cpus, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { sql } from "kysely";
-import { type Browser, type BrowserContext, chromium, type Page, type Request } from "playwright-core";
+import type { Browser, BrowserContext, Page, Request } from "playwright-core";
 // Browser-side expressions are passed to page.evaluate as strings: this tsconfig has no DOM types.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BROWSER_TEST_TIMEOUT_MS, launchChromium, newTestContext } from "../helpers/browser.js";
 import { clientsFor, startTestServer, type TestServer } from "../helpers/server.js";
 
 /*
@@ -19,7 +20,6 @@ import { clientsFor, startTestServer, type TestServer } from "../helpers/server.
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const SCREENSHOTS = fileURLToPath(new URL("./screenshots/", import.meta.url));
 const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
-const CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"];
 const KEY_COUNT = 10_000;
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
@@ -32,7 +32,7 @@ interface Tab {
   problems: string[];
 }
 
-describe("admin dashboard at 10,000 keys", () => {
+describe("admin dashboard at 10,000 keys", { timeout: BROWSER_TEST_TIMEOUT_MS }, () => {
   let server: TestServer;
   let browser: Browser;
   let clients: ReturnType<typeof clientsFor>;
@@ -56,7 +56,7 @@ describe("admin dashboard at 10,000 keys", () => {
       permissions: ["apikeys:keys.read", "apikeys:policies.read", "apikeys:consumers.read", "apikeys:permissions.read", "apikeys:audit.read"],
     });
     readerToken = (await clients.admin.adminCreateApiKey({ name: "auditor", policyId: readOnly.policy!.id })).token;
-    browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: CHROMIUM_ARGS });
+    browser = await launchChromium();
   }, 180_000);
 
   afterAll(async () => {
@@ -67,7 +67,7 @@ describe("admin dashboard at 10,000 keys", () => {
   /** A tab already signed in with `token` (the token put in sessionStorage before the page loads). */
   async function openTab(options: { token?: string; viewport?: { width: number; height: number }; baseUrl?: string; axe?: boolean } = {}): Promise<Tab> {
     // CSP is bypassed only where axe-core is injected; every other tab runs under the real policy.
-    const context = await browser.newContext({ viewport: options.viewport ?? DESKTOP, bypassCSP: options.axe === true });
+    const context = await newTestContext(browser, { viewport: options.viewport ?? DESKTOP, bypassCSP: options.axe === true });
     await context.addInitScript(`sessionStorage.setItem("apikeys.adminToken", ${JSON.stringify(options.token ?? server.adminToken)})`);
     const page = await context.newPage();
     const tab: Tab = { page, context, keyLists: [], problems: [] };
@@ -284,7 +284,7 @@ describe("admin dashboard at 10,000 keys", () => {
       await context.close();
       await second?.stop();
     }
-  }, 60_000);
+  });
 
   it("has no axe A/AA violation on any page or dialog, on desktop and phone", async () => {
     const { page, context } = await openTab({ axe: true });

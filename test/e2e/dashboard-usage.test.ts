@@ -2,10 +2,11 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
-import { type Browser, chromium } from "playwright-core";
+import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { VerifyCode } from "../../src/gen/apikeys/v1/api_keys_pb.js";
 import { RefillInterval } from "../../src/gen/apikeys/v1/resources_pb.js";
+import { BROWSER_TEST_TIMEOUT_MS, launchChromium, newTestContext } from "../helpers/browser.js";
 import { clientsFor, startTestServer, type TestServer } from "../helpers/server.js";
 
 /*
@@ -17,10 +18,9 @@ import { clientsFor, startTestServer, type TestServer } from "../helpers/server.
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const SCREENSHOTS = fileURLToPath(new URL("./screenshots/", import.meta.url));
 const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
-const CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"];
 const DAY_MS = 86_400_000;
 
-describe("key details: 30-day usage chart", () => {
+describe("key details: 30-day usage chart", { timeout: BROWSER_TEST_TIMEOUT_MS }, () => {
   let server: TestServer;
   let browser: Browser;
   let keyId: string;
@@ -49,7 +49,7 @@ describe("key details: 30-day usage chart", () => {
     // Three days ago, as another instance's earlier flush would have left it.
     const earlier = new Date(Math.floor(Date.now() / DAY_MS) * DAY_MS - 3 * DAY_MS + 9 * 3_600_000);
     await server.server.ctx.db.insertInto("key_usage").values({ key_id: keyId, hour: earlier, code: "VERIFY_CODE_RATE_LIMITED", count: 7 }).execute();
-    browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: CHROMIUM_ARGS });
+    browser = await launchChromium();
   }, 180_000);
 
   afterAll(async () => {
@@ -58,7 +58,7 @@ describe("key details: 30-day usage chart", () => {
   });
 
   async function openDetails(options: { axe: boolean }) {
-    const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, bypassCSP: options.axe });
+    const context = await newTestContext(browser, { viewport: { width: 1280, height: 900 }, bypassCSP: options.axe });
     await context.addInitScript(`sessionStorage.setItem("apikeys.adminToken", ${JSON.stringify(server.adminToken)})`);
     const page = await context.newPage();
     const problems: string[] = [];
@@ -103,7 +103,7 @@ describe("key details: 30-day usage chart", () => {
     await page.screenshot({ path: `${SCREENSHOTS}50-key-usage-chart.png`, fullPage: true });
     expect(problems).toEqual([]);
     await context.close();
-  }, 60_000);
+  });
 
   it("has no axe A/AA violation in the key details with the chart", async () => {
     const { page, context } = await openDetails({ axe: true });
@@ -115,13 +115,13 @@ describe("key details: 30-day usage chart", () => {
     expect(result.passes).toBeGreaterThan(5);
     expect(result.violations).toEqual([]);
     await context.close();
-  }, 60_000);
+  });
 
   it("says so when a key has no verifications", async () => {
     const { admin } = clientsFor(server.baseUrl, "connect", server.adminToken);
     const policyId = (await admin.adminGetApiKeyPolicies({})).policies.find((p) => p.name === "report-reader")!.id;
     await admin.adminCreateApiKey({ name: "idle-key", policyId });
-    const context = await browser.newContext();
+    const context = await newTestContext(browser);
     await context.addInitScript(`sessionStorage.setItem("apikeys.adminToken", ${JSON.stringify(server.adminToken)})`);
     const page = await context.newPage();
     await page.goto(`${server.baseUrl}/keys`);
@@ -131,5 +131,5 @@ describe("key details: 30-day usage chart", () => {
     expect(await details.getByTestId("usage-chart").getAttribute("data-total")).toBe("0");
     expect(await details.getByText("Unlimited").count()).toBe(1);
     await context.close();
-  }, 60_000);
+  });
 });

@@ -1,22 +1,15 @@
 import { execFileSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import type { Browser, BrowserContext, Page } from "playwright-core";
 // Browser-side expressions are passed to page.evaluate as strings: this tsconfig has no DOM types.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { VerifyCode } from "../../src/gen/apikeys/v1/api_keys_pb.js";
+import { BROWSER_TEST_TIMEOUT_MS, launchChromium, newTestContext } from "../helpers/browser.js";
 import { clientsFor, startTestServer, type TestServer } from "../helpers/server.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const SCREENSHOTS = fileURLToPath(new URL("./screenshots/", import.meta.url));
-const CHROMIUM_ARGS = [
-  "--no-sandbox",
-  "--headless",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--no-first-run",
-];
 
 /** One page plus what it did that a test must be able to refuse. */
 interface Tab {
@@ -28,7 +21,7 @@ interface Tab {
   problems: string[];
 }
 
-describe("admin dashboard in a real browser", () => {
+describe("admin dashboard in a real browser", { timeout: BROWSER_TEST_TIMEOUT_MS }, () => {
   let server: TestServer;
   let browser: Browser;
   let clients: ReturnType<typeof clientsFor>;
@@ -55,7 +48,7 @@ describe("admin dashboard in a real browser", () => {
         { name: "invoices.write", description: "Create and void invoices." },
       ],
     });
-    browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: CHROMIUM_ARGS });
+    browser = await launchChromium();
   }, 180_000);
 
   afterAll(async () => {
@@ -64,7 +57,7 @@ describe("admin dashboard in a real browser", () => {
   });
 
   async function openTab(viewport: { width: number; height: number }): Promise<Tab> {
-    const context = await browser.newContext({ viewport });
+    const context = await newTestContext(browser, { viewport });
     await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: server.baseUrl });
     const page = await context.newPage();
     const tab: Tab = { page, context, external: [], problems: [] };
