@@ -44,6 +44,37 @@ describe("VerificationCache", () => {
     expect(cache.get("t3")).toBeDefined();
   });
 
+  it("holds whatever an exact LRU of three quarters its capacity would", () => {
+    // A hit in the youngest quarter is not moved (a hot key is not re-inserted per call); the bound that keeps.
+    const capacity = 100;
+    const cache = new VerificationCache(capacity);
+    const reference = new Map<string, true>();
+    const referenceCapacity = capacity - capacity / 4;
+    const use = (key: string) => {
+      reference.delete(key);
+      reference.set(key, true);
+      if (reference.size > referenceCapacity) reference.delete(reference.keys().next().value as string);
+    };
+    let seed = 7;
+    const random = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
+    for (let step = 0; step < 20_000; step++) {
+      // Mostly a hot set of 40 keys, sometimes one of 400 others: both hits and evictions happen.
+      const key = `t${random() < 0.8 ? Math.floor(random() * 40) : 40 + Math.floor(random() * 400)}`;
+      if (cache.get(key) === undefined) cache.set(key, valid(key, "p"), 60_000, cache.currentGeneration());
+      use(key);
+      expect(cache.size).toBeLessThanOrEqual(capacity);
+      if (step % 97 === 0) {
+        // Each look is a use of both, in the same order.
+        const missing = [...reference.keys()].filter((k) => {
+          use(k);
+          return cache.get(k) === undefined;
+        });
+        expect(missing).toEqual([]);
+      }
+    }
+    expect(cache.hits).toBeGreaterThan(10_000);
+  });
+
   it("evicts exactly the entries of a key or of a policy", () => {
     const cache = new VerificationCache(10);
     const g = cache.currentGeneration();

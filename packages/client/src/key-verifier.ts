@@ -95,8 +95,9 @@ export class KeyVerifier {
     // keeps a caller from making us hash a megabyte, and a miss checks the whole format before asking apikeys.
     if (token.length !== this.tokenLength) return { valid: false, code: VerifyCode.NOT_FOUND };
     // The address is part of the verdict, so it is part of the cache key.
-    // One-shot crypto.hash: a third of createHash's cost on this, the SDK's hottest line.
-    const hash = oneShotHash("sha256", clientIp === undefined ? token : `${token}\0${clientIp}`, "base64");
+    // One-shot crypto.hash: a third of createHash's cost on this, the SDK's hottest line; its 32 bytes as a
+    // one-byte string ("binary", i.e. latin1), which costs less to build than base64 and is as good a Map key.
+    const hash = oneShotHash("sha256", clientIp === undefined ? token : `${token}\0${clientIp}`, "binary");
     const cached = this.cache.get(hash);
     if (cached !== undefined) return cached;
     if (parseToken(token, this.prefix) === undefined) return { valid: false, code: VerifyCode.NOT_FOUND };

@@ -23,6 +23,8 @@ export type TokenVerdict =
 interface Entry {
   verdict: TokenVerdict;
   expiresAt: number;
+  /** `VerificationCache.clock` when the entry was last put at the young end of the map. */
+  placed: number;
   keyId: string | undefined;
   policyId: string | undefined;
 }
@@ -37,13 +39,24 @@ export class VerificationCache {
   private readonly byPolicy = new Map<string, Set<string>>();
   /** Bumped by every eviction event, so a lookup that raced one is not cached. */
   private generation = 0;
+  /** Counts placements at the young end of `entries` (inserts and moves), so an entry's distance from that end is known. */
+  private clock = 0;
+  /**
+   * A hit moves its entry to the young end only when at least this many entries were placed after it: an entry
+   * in the youngest quarter is recent enough, and a hot key is not deleted and re-inserted on every call
+   * (~0.2 µs of the SDK's ~1.7 µs cached verify). The cache still holds whatever an exact LRU of three
+   * quarters its capacity would; below 8 entries it is one.
+   */
+  private readonly touchDistance: number;
   hits = 0;
   misses = 0;
 
   constructor(
     private readonly maxEntries: number,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.touchDistance = Math.max(1, Math.floor(maxEntries / 4));
+  }
 
   get size(): number {
     return this.entries.size;
@@ -62,9 +75,12 @@ export class VerificationCache {
       this.misses++;
       return undefined;
     }
-    // Re-insert to mark as most recently used.
-    this.entries.delete(hash);
-    this.entries.set(hash, entry);
+    if (this.clock - entry.placed >= this.touchDistance) {
+      // Re-insert to mark as most recently used.
+      this.entries.delete(hash);
+      this.entries.set(hash, entry);
+      entry.placed = ++this.clock;
+    }
     this.hits++;
     return entry.verdict;
   }
@@ -75,7 +91,7 @@ export class VerificationCache {
     const keyId = verdict.valid ? verdict.key.id : verdict.keyId;
     const policyId = verdict.valid ? verdict.key.policy.id : verdict.policyId;
     this.delete(hash);
-    this.entries.set(hash, { verdict, expiresAt: this.now() + ttlMs, keyId, policyId });
+    this.entries.set(hash, { verdict, expiresAt: this.now() + ttlMs, placed: ++this.clock, keyId, policyId });
     if (keyId !== undefined) index(this.byKey, keyId, hash);
     if (policyId !== undefined) index(this.byPolicy, policyId, hash);
     while (this.entries.size > this.maxEntries) {
