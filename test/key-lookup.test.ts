@@ -3,11 +3,14 @@
 // of it in one join. Both must build the same record for every kind of key, and a
 // policy taken from the cache must never outlive a change to it.
 import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { sql } from "kysely";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { VerifyCode } from "../src/gen/apikeys/v1/api_keys_pb.js";
 import { RefillInterval } from "../src/gen/apikeys/v1/resources_pb.js";
 import { findKeyRecordByTokenHash } from "../src/keys/key.repository.js";
 import { findKeyRowByTokenHash, findPolicyWithConsumer, keyRecord } from "../src/keys/key-lookup.js";
+import type { PreparedQuery } from "../src/db/database.js";
 import { hashToken } from "../src/tokens/token.js";
 import { clientsFor, startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -92,6 +95,53 @@ describe("cold lookup: key row + policy equals the one-join read", () => {
     expect((await splitRead(tokens.rotated!))!.record.previousToken?.start).toBe(tokens.previous!.slice(0, 7));
     expect((await splitRead(tokens.plain!))!.record.lastUsedOn).toBeInstanceOf(Date);
     expect((await splitRead(tokens.empty!))!.record.policy.permissions).toEqual([]);
+  });
+
+  it("reads timestamps alike in any session time zone, historical offsets and microseconds included", async () => {
+    const { db, prepared, tokens: settings } = t.server.ctx;
+    const { admin } = clientsFor(t.baseUrl, "connect", t.adminToken);
+    const created = await admin.adminCreateApiKey({ name: "historical", policyId });
+    // New York kept local mean time (-04:56:02) until 1883-11-18 noon; microseconds past the millisecond are cut off.
+    await db
+      .updateTable("api_keys")
+      .set({
+        expires_on: new Date("1883-11-18T12:03:58.123Z"),
+        last_used_on: sql<Date>`'1850-06-01 01:02:03.456789+00'::timestamptz`,
+        refill_anchor: sql<Date>`'2026-03-08 07:30:00.999999+00'::timestamptz`,
+        refill_amount: 1,
+        refill_period_ms: 60_000,
+      })
+      .where("id", "=", created.apiKey!.id)
+      .execute();
+    const hash = hashToken(created.token, settings.pepper);
+    const expected = await findKeyRecordByTokenHash(db, hash, prepared);
+    expect(expected!.record.expiresOn?.toISOString()).toBe("1883-11-18T12:03:58.123Z");
+    expect(expected!.record.lastUsedOn?.toISOString()).toBe("1850-06-01T01:02:03.456Z");
+    // The same reads in a session whose TimeZone is New York's.
+    const split = async (run: PreparedQuery | undefined) => {
+      const row = await findKeyRowByTokenHash(db, hash, run);
+      const read = await findPolicyWithConsumer(db, row!.policyId, row!.consumerId, run);
+      return { record: keyRecord(row!, read!.policy, null), graceEndsOn: row!.graceEndsOn };
+    };
+    if (prepared === undefined) {
+      // PGlite: one connection, set for the length of the reads.
+      await sql`set timezone = 'America/New_York'`.execute(db);
+      try {
+        expect(await split(undefined)).toEqual(expected);
+      } finally {
+        await sql`reset timezone`.execute(db);
+      }
+    } else {
+      const client = new pg.Client({ connectionString: t.database.url });
+      await client.connect();
+      try {
+        await client.query("set timezone = 'America/New_York'");
+        const inNewYork: PreparedQuery = async (name, text, values) => (await client.query({ name, text, values: [...values] })).rows;
+        expect(await split(inNewYork)).toEqual(expected);
+      } finally {
+        await client.end();
+      }
+    }
   });
 
   it("finds nothing for an unknown hash, and no policy for an unknown id", async () => {

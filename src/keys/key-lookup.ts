@@ -11,8 +11,13 @@ import { refillFromRow } from "./refill.js";
 // parsers (Dates, arrays, jsonb). findKeyRecordByTokenHash (one join) stays the path when
 // nothing can be cached; test/key-lookup.test.ts holds the two equal.
 
-/** A timestamp as integer epoch milliseconds: what pg's own parser makes of it, without text dates (whose historical offsets JS cannot parse). */
-const ms = (column: string) => `floor(extract(epoch from ${column}) * 1000)::int8`;
+/**
+ * A timestamp as UTC wall-clock time without an offset ("2026-12-02T12:59:45.791802"), read
+ * by `utcDate` as what pg's own parser makes of it (milliseconds, the rest cut off). In UTC
+ * whatever the session's TimeZone, so no historical offset (-04:56:02) that JS cannot parse;
+ * and far cheaper in Postgres than epoch arithmetic, which is numeric since PG 14.
+ */
+const utc = (column: string) => `(${column} at time zone 'UTC')`;
 
 /** The key row's fields, in the order of its JSON array. */
 const KEY_FIELDS = {
@@ -20,13 +25,13 @@ const KEY_FIELDS = {
   name: "k.name",
   enabled: "k.enabled",
   start: "k.start",
-  createdOn: ms("k.created_on"),
-  updatedOn: ms("k.updated_on"),
-  lastUsedOn: ms("k.last_used_on"),
+  createdOn: utc("k.created_on"),
+  updatedOn: utc("k.updated_on"),
+  lastUsedOn: utc("k.last_used_on"),
   createdBy: "k.created_by",
   description: "k.description",
   metadata: "k.metadata",
-  expiresOn: ms("k.expires_on"),
+  expiresOn: utc("k.expires_on"),
   allowedCidrs: "k.allowed_cidrs",
   environment: "k.environment",
   rateLimitRequests: "k.rate_limit_requests",
@@ -37,25 +42,32 @@ const KEY_FIELDS = {
   refillInterval: "k.refill_interval",
   refillPeriodMs: "k.refill_period_ms",
   refillDay: "k.refill_day",
-  refillAnchor: ms("k.refill_anchor"),
+  refillAnchor: utc("k.refill_anchor"),
   policyId: "k.policy_id",
   consumerId: "k.consumer_id",
   // The previous token only while it still works.
   previousStart: "case when k.previous_token_expires_on > now() then coalesce(k.previous_start, '') end",
-  previousExpiresOn: `case when k.previous_token_expires_on > now() then ${ms("k.previous_token_expires_on")} end`,
-  graceEndsOn: `case when k.token_hash = $1 then null else ${ms("k.previous_token_expires_on")} end`,
+  previousExpiresOn: `case when k.previous_token_expires_on > now() then ${utc("k.previous_token_expires_on")} end`,
+  // Set by the read of a previous token (KEY_BY_PREVIOUS_TOKEN_HASH): when its grace ends.
+  graceEndsOn: "null",
 } as const;
 
 /** Where each field is in the array. */
 const F = Object.fromEntries(Object.keys(KEY_FIELDS).map((name, i) => [name, i])) as { readonly [K in keyof typeof KEY_FIELDS]: number };
 
+// A current token, then (found nothing) a previous one in its grace: two statements, not one
+// with `or`, because the `or` makes Postgres open both indexes and merge two bitmap scans on
+// every lookup (about a twentieth of the cold path), while a token matches a previous hash
+// only during a rotation's grace period. Unknown tokens take both reads.
 const KEY_BY_TOKEN_HASH = `select json_build_array(${Object.values(KEY_FIELDS).join(", ")})::text as json
-  from api_keys k
-  where k.token_hash = $1 or (k.previous_token_hash = $1 and k.previous_token_expires_on > now())`;
+  from api_keys k where k.token_hash = $1`;
+
+const KEY_BY_PREVIOUS_TOKEN_HASH = `select json_build_array(${Object.values({ ...KEY_FIELDS, graceEndsOn: utc("k.previous_token_expires_on") }).join(", ")})::text as json
+  from api_keys k where k.previous_token_hash = $1 and k.previous_token_expires_on > now()`;
 
 const POLICY_WITH_CONSUMER = `select json_build_object(
-    'id', p.id, 'name', p.name, 'description', p.description, 'created_on', ${ms("p.created_on")},
-    'updated_on', ${ms("p.updated_on")}, 'created_by', p.created_by,
+    'id', p.id, 'name', p.name, 'description', p.description, 'created_on', ${utc("p.created_on")},
+    'updated_on', ${utc("p.updated_on")}, 'created_by', p.created_by,
     'permissions', coalesce((select array_agg(pp.permission order by pp.permission) from policy_permissions pp where pp.policy_id = p.id), '{}'),
     'consumer_username', (select c.username from consumers c where c.id = $2::uuid)
   )::text as json
@@ -63,7 +75,7 @@ const POLICY_WITH_CONSUMER = `select json_build_object(
 
 /** A key's row as a token lookup read it; `keyRecord` makes it a record once its policy and consumer are known. */
 export interface KeyRow {
-  /** Postgres's JSON array of KEY_FIELDS: timestamps as epoch ms, bigints as numbers (credits stay below 2^53). */
+  /** Postgres's JSON array of KEY_FIELDS: timestamps as UTC text without an offset, bigints as numbers (credits stay below 2^53). */
   fields: unknown[];
   policyId: string;
   consumerId: string | null;
@@ -94,7 +106,8 @@ function queryJson(db: Kysely<Database>, prepared: PreparedQuery | undefined, na
  * or its previous one while the rotation grace lasts (`graceEndsOn` set).
  */
 export async function findKeyRowByTokenHash(db: Kysely<Database>, hash: Uint8Array, prepared?: PreparedQuery): Promise<KeyRow | undefined> {
-  const rows = await queryJson(db, prepared, "apikeys_key_row_by_token_hash", KEY_BY_TOKEN_HASH, [hash]);
+  let rows = await queryJson(db, prepared, "apikeys_key_row_by_token_hash", KEY_BY_TOKEN_HASH, [hash]);
+  if (rows.length === 0) rows = await queryJson(db, prepared, "apikeys_key_row_by_previous_token_hash", KEY_BY_PREVIOUS_TOKEN_HASH, [hash]);
   if (rows.length === 0) return undefined;
   const fields = JSON.parse(rows[0]!.json) as unknown[];
   return {
@@ -112,14 +125,14 @@ export function keyRecord(row: KeyRow, policy: KeyRecord["policy"], consumer: Ke
   const rateLimitPeriodMs = f[F.rateLimitPeriodMs] as number | null;
   const refillAmount = f[F.refillAmount] as number | null;
   const previousStart = f[F.previousStart] as string | null;
-  const previousExpiresOn = f[F.previousExpiresOn] as number | null;
+  const previousExpiresOn = f[F.previousExpiresOn] as string | null;
   return {
     id: f[F.id] as string,
     name: f[F.name] as string,
     enabled: f[F.enabled] as boolean,
     start: f[F.start] as string,
-    createdOn: new Date(f[F.createdOn] as number),
-    updatedOn: new Date(f[F.updatedOn] as number),
+    createdOn: utcDate(f[F.createdOn] as string),
+    updatedOn: utcDate(f[F.updatedOn] as string),
     lastUsedOn: date(f[F.lastUsedOn]),
     createdBy: f[F.createdBy] as string | null,
     description: f[F.description] as string,
@@ -140,7 +153,7 @@ export function keyRecord(row: KeyRow, policy: KeyRecord["policy"], consumer: Ke
             refill_day: f[F.refillDay] as number | null,
             refill_anchor: date(f[F.refillAnchor]),
           }),
-    previousToken: previousStart !== null && previousExpiresOn !== null ? { start: previousStart, expiresOn: new Date(previousExpiresOn) } : null,
+    previousToken: previousStart !== null && previousExpiresOn !== null ? { start: previousStart, expiresOn: utcDate(previousExpiresOn) } : null,
     consumer,
     policy,
   };
@@ -161,8 +174,8 @@ export async function findPolicyWithConsumer(
       id: row.id,
       name: row.name,
       description: row.description,
-      createdOn: new Date(row.created_on),
-      updatedOn: new Date(row.updated_on),
+      createdOn: utcDate(row.created_on),
+      updatedOn: utcDate(row.updated_on),
       createdBy: row.created_by,
       permissions: row.permissions,
     },
@@ -171,15 +184,20 @@ export async function findPolicyWithConsumer(
 }
 
 function date(value: unknown): Date | null {
-  return value === null ? null : new Date(value as number);
+  return value === null ? null : utcDate(value as string);
+}
+
+/** A UTC timestamp of `utc`'s form as a Date (ISO 8601 with "Z"; digits past the millisecond are cut off, as pg's parser does). */
+function utcDate(text: string): Date {
+  return new Date(`${text}Z`);
 }
 
 interface PolicyJson {
   id: string;
   name: string;
   description: string;
-  created_on: number;
-  updated_on: number;
+  created_on: string;
+  updated_on: string;
   created_by: string | null;
   permissions: string[];
   consumer_username: string | null;
