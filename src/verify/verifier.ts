@@ -55,8 +55,9 @@ export interface VerifierOptions {
 
 /**
  * Verifies tokens: an in-memory cache kept exact by invalidation events, then the
- * checksum (no I/O for garbage), then one indexed query of the key's row (its
- * policy is usually known from another cached key; else a second query by id).
+ * checksum (no I/O for garbage), then one indexed query of the key's row by its
+ * current token (a previous token's only when that finds nothing; its policy is
+ * usually known from another cached key, else a second query by id).
  */
 export class Verifier {
   readonly cache: VerdictCache;
